@@ -1,0 +1,41 @@
+# Everything installs itself: uv (pinned, from PyPI) into .uv/, the locked packages into .venv/.
+PYTHON ?= python3
+UV_VERSION := 0.13.9
+UV := .uv/bin/uv
+VENV := .venv
+PY := $(VENV)/bin/python
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: install run test check lint types bench clean
+
+$(UV):
+	$(PYTHON) -m venv .uv
+	.uv/bin/pip install --quiet "uv==$(UV_VERSION)"
+
+$(VENV)/.installed: $(UV) uv.lock pyproject.toml
+	$(UV) sync --frozen --python $(PYTHON)
+	touch $@
+
+install: $(VENV)/.installed
+
+run: install
+	$(PY) -m uvicorn app.main:app --host $(HOST) --port $(PORT)
+
+test: install
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check app graphs tests bench
+	$(VENV)/bin/ruff format --check app graphs tests bench
+
+types: install
+	$(VENV)/bin/mypy
+
+check: lint types
+
+bench: install
+	$(PY) -m bench $(BENCH_ARGS)
+
+clean:
+	rm -rf .venv .uv .pytest_cache .mypy_cache .ruff_cache

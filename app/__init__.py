@@ -1,0 +1,1 @@
+"""A streaming HTTP service for LangGraph graphs."""

@@ -1,0 +1,1 @@
+"""HTTP routes: thin, they validate and translate; the work is in app/runs and app/sse."""

@@ -1,0 +1,55 @@
+"""The ASGI app: `create_app(settings)` wires settings, lifespan, middleware, routes and
+error handlers. `app` is what `uvicorn app.main:app` serves."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from app.api import graphs, health, runs
+from app.body_limit import BodyLimitMiddleware
+from app.errors import install_handlers
+from app.lifespan import lifespan
+from app.settings import Settings, SettingsError
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings.load()
+    _configure_logging(settings)
+    app = FastAPI(title="LangGraph streaming service", version="0.1.0",
+                  lifespan=lifespan(settings))
+    app.state.settings = settings
+    install_handlers(app)
+    app.include_router(graphs.router)
+    app.include_router(runs.router)
+    app.include_router(health.router)
+    if settings.cors_origin_list:
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origin_list,
+                           allow_methods=["GET", "POST"], allow_headers=["*"],
+                           expose_headers=["Retry-After"])
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    return app
+
+
+def _configure_logging(settings: Settings) -> None:
+    logger = logging.getLogger("app")
+    logger.setLevel(settings.log_level)
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s:     %(name)s: %(message)s"))
+        logger.addHandler(handler)
+        logger.propagate = False
+
+
+def _build() -> FastAPI:
+    try:
+        return create_app()
+    except SettingsError as exc:
+        print(f"ERROR: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+app = _build()

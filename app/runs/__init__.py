@@ -1,0 +1,1 @@
+"""Runs: starting, mapping, logging and cancelling graph executions."""

@@ -1,0 +1,106 @@
+"""The run's event log: numbered events, replay after any id, wake-ups for live readers.
+
+Design record
+- The log is the single source of truth for a run's stream. The run task appends; every
+  subscriber (any number) reads from its own cursor, so a slow reader never slows the run or
+  another reader: nothing is pushed, each reader pulls what is there when it is ready.
+- Ids are the position in the log, from 1, so "events after N" is a slice.
+- Each event's frame is encoded once (lazily) and the same bytes are shared by all readers.
+- Memory: the log holds the run's events until the run is forgotten (retention). Its size is
+  bounded by the run's own limits (MAX_TOKENS_PER_RUN, the timeout), not by how many clients
+  watch or how slow they are.
+- Waking readers costs nothing when nobody waits: an `asyncio.Event` is created only by a
+  waiting reader and set (then dropped) by the next append.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from app.sse.encoder import encode_json
+
+
+class Event:
+    """One event of a run: its id, type and data; `frame` is its SSE bytes, encoded once."""
+
+    __slots__ = ("_frame", "data", "id", "type")
+
+    def __init__(self, event_id: int, event_type: str, data: dict[str, Any]) -> None:
+        self.id = event_id
+        self.type = event_type
+        self.data = data
+        self._frame: bytes | None = None
+
+    @property
+    def frame(self) -> bytes:
+        if self._frame is None:
+            self._frame = encode_json(self.id, self.type, self.data)
+        return self._frame
+
+    def __repr__(self) -> str:
+        return f"Event({self.id}, {self.type!r}, {self.data!r})"
+
+
+class EventLog(Protocol):
+    """What the run writes to and subscribers read from (memory now; Redis Streams later)."""
+
+    @property
+    def closed(self) -> bool: ...
+
+    @property
+    def last_id(self) -> int: ...
+
+    def append(self, event_type: str, data: dict[str, Any]) -> Event: ...
+
+    def close(self) -> None: ...
+
+    def after(self, cursor: int) -> Sequence[Event]: ...
+
+    async def wait(self, cursor: int) -> None: ...
+
+
+class MemoryEventLog:
+    """The in-process event log."""
+
+    def __init__(self) -> None:
+        self._events: list[Event] = []
+        self._closed = False
+        self._signal: asyncio.Event | None = None
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def last_id(self) -> int:
+        return len(self._events)
+
+    def append(self, event_type: str, data: dict[str, Any]) -> Event:
+        if self._closed:
+            raise RuntimeError("append to a closed event log")
+        event = Event(len(self._events) + 1, event_type, data)
+        self._events.append(event)
+        self._wake()
+        return event
+
+    def close(self) -> None:
+        self._closed = True
+        self._wake()
+
+    def after(self, cursor: int) -> Sequence[Event]:
+        """The events with id > cursor (empty if none yet)."""
+        return self._events[max(cursor, 0):]
+
+    async def wait(self, cursor: int) -> None:
+        """Return once there is an event after `cursor`, or the log is closed."""
+        while len(self._events) <= cursor and not self._closed:
+            if self._signal is None:
+                self._signal = asyncio.Event()
+            await self._signal.wait()
+
+    def _wake(self) -> None:
+        signal, self._signal = self._signal, None
+        if signal is not None:
+            signal.set()

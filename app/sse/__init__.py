@@ -1,0 +1,1 @@
+"""Server-Sent Events: the wire format and the per-subscriber stream."""

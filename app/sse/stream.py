@@ -1,0 +1,102 @@
+"""One subscriber's view of a run: read the log from a cursor, merge while lagging, shape rate.
+
+Design record
+- Lag is detected by construction: the frames generator is only resumed when sse-starlette has
+  finished sending the previous chunk. A client whose connection is full blocks that send, so
+  when the generator runs again everything that piled up in the log meanwhile is read as one
+  batch, and consecutive `token` events of one message in that batch become one frame whose id
+  is the last merged event's id. A client that keeps up gets one frame per event.
+- `max_rate` sends at most that many frames a second: each slot takes the first waiting event,
+  or the merge of the waiting consecutive tokens of one message.
+- Nothing but consecutive tokens of one message is ever merged; nothing is dropped; order is
+  the log's order. The client's cursor is always the id of the last event it was sent.
+- A send that takes no bytes for SEND_TIMEOUT_S raises sse-starlette's SendTimeoutError; the
+  response ends and the connection is closed (the client can reconnect with Last-Event-ID).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable, Sequence
+
+from sse_starlette.event import ServerSentEvent
+from sse_starlette.sse import EventSourceResponse, SendTimeoutError
+from starlette.types import Receive, Scope, Send
+
+from app.runs.log import Event, EventLog
+from app.sse.encoder import encode_json
+
+log = logging.getLogger("app.sse")
+
+HEADERS = {"Cache-Control": "no-cache, no-transform", "X-Accel-Buffering": "no"}
+
+
+def _take(events: Sequence[Event], start: int) -> tuple[bytes, int]:
+    """The frame for events[start:] up to the end of a run of mergeable tokens; next index."""
+    first = events[start]
+    end = start + 1
+    if first.type == "token":
+        message_id = first.data.get("message_id")
+        while (end < len(events) and events[end].type == "token"
+               and events[end].data.get("message_id") == message_id):
+            end += 1
+    if end == start + 1:
+        return first.frame, end
+    last = events[end - 1]
+    data = dict(first.data, text="".join(e.data["text"] for e in events[start:end]))
+    return encode_json(last.id, "token", data), end
+
+
+def merge_frames(events: Sequence[Event]) -> list[bytes]:
+    """All `events` as frames, consecutive tokens of one message merged (pure; tested)."""
+    frames: list[bytes] = []
+    i = 0
+    while i < len(events):
+        frame, i = _take(events, i)
+        frames.append(frame)
+    return frames
+
+
+async def frames(event_log: EventLog, cursor: int, max_rate: float | None = None,
+                 on_close: Callable[[], None] | None = None) -> AsyncIterator[bytes]:
+    """The bytes to send to one subscriber, from the event after `cursor` to the run's end."""
+    interval = 1.0 / max_rate if max_rate else 0.0
+    try:
+        while True:
+            events = event_log.after(cursor)
+            if not events:
+                if event_log.closed:
+                    return
+                await event_log.wait(cursor)
+                continue
+            if interval:
+                frame, taken = _take(events, 0)
+                cursor = events[taken - 1].id
+                yield frame
+                await asyncio.sleep(interval)
+            elif len(events) == 1:
+                cursor = events[0].id
+                yield events[0].frame
+            else:
+                cursor = events[-1].id
+                yield b"".join(merge_frames(events))
+    finally:
+        if on_close is not None:
+            on_close()
+
+
+class RunEventStream(EventSourceResponse):
+    """sse-starlette's response with our headers, `: ping` comments and a quiet send timeout."""
+
+    def __init__(self, content: AsyncIterator[bytes], *, ping_s: float,
+                 send_timeout_s: float) -> None:
+        super().__init__(content, headers=HEADERS, ping=ping_s, send_timeout=send_timeout_s,
+                         ping_message_factory=lambda: ServerSentEvent(comment="ping"))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        except SendTimeoutError:
+            client = scope.get("client")
+            log.warning("dropped client %s: it took no bytes for %ss", client, self.send_timeout)

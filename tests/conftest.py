@@ -1,0 +1,54 @@
+"""Shared fixtures: the fake OpenAI server and live service processes (real uvicorn)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support.fake_openai import FakeOpenAI
+from tests.support.live import LiveServer
+
+
+@pytest.fixture(scope="session")
+def fake() -> Iterator[FakeOpenAI]:
+    server = FakeOpenAI(tokens=20).start()
+    yield server
+    server.stop()
+
+
+def _serve(tmp: Path, env: dict[str, str]) -> Iterator[LiveServer]:
+    server = LiveServer(tmp, env).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def server(fake: FakeOpenAI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """The service with `ChatOpenAI` pointed at the fake upstream."""
+    yield from _serve(tmp_path_factory.mktemp("server"), {
+        "OPENAI_API_KEY": "test-key", "OPENAI_BASE_URL": fake.base_url,
+        "LLM_MODEL": "fake-model", "LLM_MAX_RETRIES": "0", "MAX_CONCURRENT_RUNS": "200",
+    })
+
+
+@pytest.fixture(scope="session")
+def offline_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """The service with no key: the built-in offline model."""
+    yield from _serve(tmp_path_factory.mktemp("offline"), {})
+
+
+@pytest.fixture
+def client(server: LiveServer) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.url, timeout=30) as c:
+        yield c
+
+
+@pytest.fixture
+def offline_client(offline_server: LiveServer) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=offline_server.url, timeout=30) as c:
+        yield c

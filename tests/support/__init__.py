@@ -1,0 +1,1 @@
+"""Test support: the fake OpenAI-compatible server and the live-server helpers."""

@@ -1,0 +1,141 @@
+"""Start the real service (uvicorn in a subprocess on a free loopback port) and read its streams.
+
+`LiveServer` runs `python -m uvicorn app.main:app` exactly as a user would, with its own
+settings in the environment and its own SQLite file; `stream()` and `read_sse()` read
+Server-Sent Events with a real HTTP client, line by line, as they arrive.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.support.fake_openai import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class SSE:
+    """One received frame: `id`, `event` and the parsed JSON `data`."""
+
+    id: int | None
+    event: str
+    data: Any
+
+
+class LiveServer:
+    def __init__(self, tmp: Path, env: dict[str, str] | None = None) -> None:
+        self.port = free_port()
+        self.log_path = tmp / f"server-{self.port}.log"
+        self.env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")},
+            "DATABASE_URL": f"sqlite:///{tmp}/langgraph-{self.port}.db",
+            "GRAPHS_DIR": "graphs,tests/graphs",
+            "OFFLINE_TOKEN_DELAY_S": "0.005",
+            "LOG_LEVEL": "INFO",
+            **(env or {}),
+        }
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, wait: bool = True) -> LiveServer:
+        self._log = self.log_path.open("wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1",
+             "--port", str(self.port)],
+            cwd=ROOT, env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
+        )
+        if wait:
+            self.wait_ready()
+        return self
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited ({self.proc.returncode}):\n{self.logs()}")
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"server not ready in {timeout}s:\n{self.logs()}")
+
+    def wait_exit(self, timeout: float = 30.0) -> int:
+        assert self.proc is not None
+        return self.proc.wait(timeout=timeout)
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def rss_kb(self) -> int:
+        assert self.proc is not None
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        raise RuntimeError("no VmRSS")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if hasattr(self, "_log"):
+            self._log.close()
+
+
+def parse_sse(lines: Iterator[str]) -> Iterator[SSE]:
+    """Parse SSE lines (as `httpx.Response.iter_lines` gives them) into frames."""
+    fields: dict[str, str] = {}
+    data: list[str] = []
+    for line in lines:
+        if line == "":
+            if data:
+                raw = "\n".join(data)
+                yield SSE(int(fields["id"]) if "id" in fields else None,
+                          fields.get("event", "message"), json.loads(raw))
+            fields, data = {}, []
+            continue
+        if line.startswith(":"):
+            continue
+        name, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if name == "data":
+            data.append(value)
+        else:
+            fields[name] = value
+
+
+def read_sse(response: httpx.Response) -> list[SSE]:
+    return list(parse_sse(response.iter_lines()))
+
+
+def stream_run(client: httpx.Client, graph: str, body: dict[str, Any]) -> list[SSE]:
+    """POST /graphs/{graph}/stream and read the whole stream."""
+    with client.stream("POST", f"/graphs/{graph}/stream", json=body) as response:
+        assert response.status_code == 200, response.read()
+        return read_sse(response)
+
+
+def tokens_text(events: list[SSE], message_id: str | None = None) -> str:
+    return "".join(e.data["text"] for e in events if e.event == "token"
+                   and (message_id is None or e.data["message_id"] == message_id))
