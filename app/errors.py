@@ -113,7 +113,7 @@ def install_handlers(app: FastAPI) -> None:
             return JSONResponse(error_body("malformed_json", "the body is not valid JSON"), 400)
         first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
         message = f"{_field(tuple(first.get('loc', ())))}: {first.get('msg', 'invalid')}"
-        return JSONResponse(error_body("invalid_request", message), 422)
+        return JSONResponse(error_body("invalid_input", message), 422)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
