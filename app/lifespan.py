@@ -44,15 +44,19 @@ def lifespan(settings: Settings) -> Any:
         # Synchronous nodes (`llm.invoke`) run in the loop's default executor; the stock one
         # has min(32, cores + 4) threads, which would cap concurrent sync runs at 6 here.
         loop = asyncio.get_running_loop()
-        executor = ThreadPoolExecutor(max_workers=settings.sync_node_threads,
-                                      thread_name_prefix="sync-node")
+        executor = ThreadPoolExecutor(
+            max_workers=settings.sync_node_threads, thread_name_prefix="sync-node"
+        )
         loop.set_default_executor(executor)
         async with AsyncExitStack() as stack:
             checkpointer = await stack.enter_async_context(_checkpointer(settings))
-            llm = build_chat_model(api_key=settings.openai_api_key,
-                                   base_url=settings.openai_base_url, model=settings.llm_model,
-                                   max_retries=settings.llm_max_retries,
-                                   offline_delay_s=settings.offline_token_delay_s)
+            llm = build_chat_model(
+                api_key=settings.openai_api_key,
+                base_url=settings.openai_base_url,
+                model=settings.llm_model,
+                max_retries=settings.llm_max_retries,
+                offline_delay_s=settings.offline_token_delay_s,
+            )
             registry = GraphRegistry.load(settings.graph_dirs, checkpointer, ModelContext)
             manager = RunManager(settings, registry, ModelContext(llm=llm))
             app.state.checkpointer = checkpointer
@@ -63,8 +67,11 @@ def lifespan(settings: Settings) -> Any:
             if model["offline"]:
                 log.warning("model: OFFLINE built-in deterministic model (no OPENAI_API_KEY set)")
             else:
-                log.info("model: %s at %s", settings.llm_model,
-                         settings.openai_base_url or "api.openai.com")
+                log.info(
+                    "model: %s at %s",
+                    settings.llm_model,
+                    settings.openai_base_url or "api.openai.com",
+                )
             log.info("graphs: %s; store: %s", ", ".join(registry), settings.database_url)
             try:
                 yield

@@ -19,17 +19,20 @@ from app.settings import Settings, SettingsError
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings.load()
     _configure_logging(settings)
-    app = FastAPI(title="LangGraph streaming service", version="0.1.0",
-                  lifespan=lifespan(settings))
+    app = FastAPI(title="LangGraph streaming service", version="0.1.0", lifespan=lifespan(settings))
     app.state.settings = settings
     install_handlers(app)
     app.include_router(graphs.router)
     app.include_router(runs.router)
     app.include_router(health.router)
     if settings.cors_origin_list:
-        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origin_list,
-                           allow_methods=["GET", "POST"], allow_headers=["*"],
-                           expose_headers=["Retry-After"])
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origin_list,
+            allow_methods=["GET", "POST"],
+            allow_headers=["*"],
+            expose_headers=["Retry-After"],
+        )
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     return app
 

@@ -52,8 +52,12 @@ class GraphEntry:
         return value
 
     def summary(self) -> dict[str, Any]:
-        return {"name": self.name, "description": self.description,
-                "input_schema": self.input_schema, "output_schema": self.output_schema}
+        return {
+            "name": self.name,
+            "description": self.description,
+            "input_schema": self.input_schema,
+            "output_schema": self.output_schema,
+        }
 
 
 class GraphRegistry(Mapping[str, GraphEntry]):
@@ -78,8 +82,9 @@ class GraphRegistry(Mapping[str, GraphEntry]):
             raise NotFound(f"no graph named {name!r}", code="graph_not_found") from None
 
     @classmethod
-    def load(cls, directories: list[Path], checkpointer: BaseCheckpointSaver[Any],
-             context_type: type) -> GraphRegistry:
+    def load(
+        cls, directories: list[Path], checkpointer: BaseCheckpointSaver[Any], context_type: type
+    ) -> GraphRegistry:
         entries: dict[str, GraphEntry] = {}
         for directory in directories:
             for name, module in _import_modules(directory):
@@ -118,11 +123,13 @@ def _import_modules(directory: Path) -> Iterator[tuple[str, Any]]:
             ) from exc
 
 
-def _compile(name: str, module: Any, builder: Any, checkpointer: BaseCheckpointSaver[Any],
-             context_type: type) -> GraphEntry:
+def _compile(
+    name: str, module: Any, builder: Any, checkpointer: BaseCheckpointSaver[Any], context_type: type
+) -> GraphEntry:
     if not isinstance(builder, StateGraph):
-        raise GraphLoadError(f"graph {name!r}: `graph` must be a StateGraph builder, "
-                             f"not {type(builder).__name__}")
+        raise GraphLoadError(
+            f"graph {name!r}: `graph` must be a StateGraph builder, not {type(builder).__name__}"
+        )
     try:
         compiled = builder.compile(checkpointer=checkpointer, name=name)
         drawable = compiled.get_graph()
@@ -132,12 +139,18 @@ def _compile(name: str, module: Any, builder: Any, checkpointer: BaseCheckpointS
         output_schema = compiled.get_output_jsonschema()
         adapter: TypeAdapter[Any] = TypeAdapter(builder.input_schema)
     except Exception as exc:
-        raise GraphLoadError(f"graph {name!r} failed to compile: {type(exc).__name__}: {exc}"
-                             ) from exc
+        raise GraphLoadError(
+            f"graph {name!r} failed to compile: {type(exc).__name__}: {exc}"
+        ) from exc
     doc = (getattr(module, "description", None) or module.__doc__ or name).strip()
     return GraphEntry(
-        name=name, description=doc.splitlines()[0], compiled=compiled,
-        input_schema=input_schema, output_schema=output_schema, nodes=nodes, mermaid=mermaid,
+        name=name,
+        description=doc.splitlines()[0],
+        compiled=compiled,
+        input_schema=input_schema,
+        output_schema=output_schema,
+        nodes=nodes,
+        mermaid=mermaid,
         _input_adapter=adapter,
         takes_model_context=builder.context_schema is context_type,
     )

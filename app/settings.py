@@ -54,9 +54,7 @@ class Settings(BaseSettings):
     def _known_database(cls, value: str) -> str:
         if value == "memory://" or value.startswith("sqlite:///"):
             return value
-        raise ValueError(
-            "must be sqlite:///PATH or memory:// (Postgres support is not built yet)"
-        )
+        raise ValueError("must be sqlite:///PATH or memory:// (Postgres support is not built yet)")
 
     @field_validator("log_level")
     @classmethod

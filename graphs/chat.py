@@ -7,10 +7,9 @@ special for streaming.
 
 from __future__ import annotations
 
-from typing_extensions import TypedDict
-
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
+from typing_extensions import TypedDict
 
 from graphs.models import ModelContext
 
@@ -34,8 +33,9 @@ async def llm(state: ChatState, runtime: Runtime[ModelContext]) -> dict[str, str
     return {"answer": response.text}
 
 
-graph = StateGraph(ChatState, context_schema=ModelContext, input_schema=ChatInput,
-                   output_schema=ChatOutput)
+graph = StateGraph(
+    ChatState, context_schema=ModelContext, input_schema=ChatInput, output_schema=ChatOutput
+)
 graph.add_node("llm", llm)
 graph.add_edge(START, "llm")
 graph.add_edge("llm", END)

@@ -34,7 +34,7 @@ def build_chat_model(
     from langchain_openai import ChatOpenAI
 
     return ChatOpenAI(
-        api_key=api_key,  # type: ignore[arg-type]
+        api_key=api_key,
         base_url=base_url,
         model=model,
         streaming=True,
@@ -46,7 +46,13 @@ def build_chat_model(
 def describe_model(llm: BaseChatModel) -> dict[str, object]:
     """What `/graphs` says about the model, so nobody mistakes the offline model for a real one."""
     if isinstance(llm, OfflineChatModel):
-        return {"provider": "offline", "offline": True,
-                "note": "built-in deterministic model; set OPENAI_API_KEY for a real one"}
-    return {"provider": "openai-compatible", "offline": False,
-            "model": getattr(llm, "model_name", None)}
+        return {
+            "provider": "offline",
+            "offline": True,
+            "note": "built-in deterministic model; set OPENAI_API_KEY for a real one",
+        }
+    return {
+        "provider": "openai-compatible",
+        "offline": False,
+        "model": getattr(llm, "model_name", None),
+    }

@@ -15,6 +15,7 @@ reason -> act -> observe -> answer without a network.
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -82,7 +83,8 @@ class OfflineChatModel(BaseChatModel):
             return AIMessageChunk(content=f"The {last.name or 'tool'} tool says: {_text(last)}.")
         text = _text(last)
         if "calculator" in names and (match := _ARITHMETIC.search(text)):
-            return _tool_call("calculator", '{"expression": "%s"}' % match.group().strip())
+            arguments = json.dumps({"expression": match.group().strip()})
+            return _tool_call("calculator", arguments)
         if "current_time" in names and "time" in text.lower():
             return _tool_call("current_time", "{}")
         if _SECTIONS_PROMPT in text.lower():
@@ -97,27 +99,42 @@ class OfflineChatModel(BaseChatModel):
         else:
             pieces = [AIMessageChunk(content=t) for t in tokenize(str(reply.content))]
         prompt_tokens = sum(len(tokenize(_text(m))) for m in messages)
-        usage = UsageMetadata(input_tokens=prompt_tokens, output_tokens=len(pieces),
-                              total_tokens=prompt_tokens + len(pieces))
-        pieces.append(AIMessageChunk(content="", usage_metadata=usage,
-                                     response_metadata={"finish_reason": "stop",
-                                                        "model_name": "offline"}))
+        usage = UsageMetadata(
+            input_tokens=prompt_tokens,
+            output_tokens=len(pieces),
+            total_tokens=prompt_tokens + len(pieces),
+        )
+        pieces.append(
+            AIMessageChunk(
+                content="",
+                usage_metadata=usage,
+                response_metadata={"finish_reason": "stop", "model_name": "offline"},
+            )
+        )
         return [ChatGenerationChunk(message=p) for p in pieces]
 
     # -- LangChain's entry points ----------------------------------------------------------
 
-    def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
-                  run_manager: CallbackManagerForLLMRun | None = None,
-                  **kwargs: Any) -> ChatResult:
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
         merged: ChatGenerationChunk | None = None
         for chunk in self._stream(messages, stop, run_manager, **kwargs):
             merged = chunk if merged is None else merged + chunk
         assert merged is not None
         return ChatResult(generations=[ChatGeneration(message=merged.message)])
 
-    def _stream(self, messages: list[BaseMessage], stop: list[str] | None = None,
-                run_manager: CallbackManagerForLLMRun | None = None,
-                **kwargs: Any) -> Iterator[ChatGenerationChunk]:
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
         for chunk in self._chunks(messages, **kwargs):
             if self.token_delay_s and chunk.text:
                 time.sleep(self.token_delay_s)
@@ -125,9 +142,13 @@ class OfflineChatModel(BaseChatModel):
                 run_manager.on_llm_new_token(chunk.text, chunk=chunk)
             yield chunk
 
-    async def _astream(self, messages: list[BaseMessage], stop: list[str] | None = None,
-                       run_manager: AsyncCallbackManagerForLLMRun | None = None,
-                       **kwargs: Any) -> AsyncIterator[ChatGenerationChunk]:
+    async def _astream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[ChatGenerationChunk]:
         for chunk in self._chunks(messages, **kwargs):
             if self.token_delay_s and chunk.text:
                 await asyncio.sleep(self.token_delay_s)
@@ -138,5 +159,6 @@ class OfflineChatModel(BaseChatModel):
 
 def _tool_call(name: str, arguments: str) -> AIMessageChunk:
     call_id = f"call_offline_{name}"
-    return AIMessageChunk(content="", tool_call_chunks=[
-        ToolCallChunk(name=name, args=arguments, id=call_id, index=0)])
+    return AIMessageChunk(
+        content="", tool_call_chunks=[ToolCallChunk(name=name, args=arguments, id=call_id, index=0)]
+    )

@@ -29,15 +29,16 @@ class ReportState(ReportInput, ReportOutput):
 
 
 async def plan(state: ReportState, runtime: Runtime[ModelContext]) -> dict[str, list[str]]:
-    prompt = (f"List the section titles for a short report on: {state['topic']}. "
-              "Answer with the section titles only, one per line.")
+    prompt = (
+        f"List the section titles for a short report on: {state['topic']}. "
+        "Answer with the section titles only, one per line."
+    )
     response = await runtime.context.llm.ainvoke(prompt)
     titles = [line.strip(" -*#\t") for line in response.text.splitlines()]
     return {"sections": [t for t in titles if t][:MAX_SECTIONS] or ["Overview"], "written": []}
 
 
-async def write_section(state: ReportState,
-                        runtime: Runtime[ModelContext]) -> dict[str, list[str]]:
+async def write_section(state: ReportState, runtime: Runtime[ModelContext]) -> dict[str, list[str]]:
     title = state["sections"][len(state.get("written", []))]
     prompt = f"Write the section '{title}' of a short report on: {state['topic']}."
     response = await runtime.context.llm.ainvoke(prompt)
@@ -52,8 +53,9 @@ def assemble(state: ReportState) -> dict[str, str]:
     return {"report": f"# {state['topic']}\n\n" + "\n\n".join(state["written"])}
 
 
-graph = StateGraph(ReportState, context_schema=ModelContext, input_schema=ReportInput,
-                   output_schema=ReportOutput)
+graph = StateGraph(
+    ReportState, context_schema=ModelContext, input_schema=ReportInput, output_schema=ReportOutput
+)
 graph.add_node("plan", plan)
 graph.add_node("write_section", write_section)
 graph.add_node("assemble", assemble)

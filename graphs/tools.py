@@ -49,7 +49,8 @@ def evaluate(expression: str) -> float | int:
 
 def _eval(node: ast.expr) -> float | int:
     if isinstance(node, ast.Constant) and type(node.value) in (int, float):
-        return node.value  # type: ignore[no-any-return]
+        value: float | int = node.value  # type: ignore[assignment]
+        return value
     if isinstance(node, ast.UnaryOp) and type(node.op) in _UNARY:
         return _UNARY[type(node.op)](_eval(node.operand))
     if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
@@ -63,7 +64,9 @@ def _eval(node: ast.expr) -> float | int:
         if isinstance(result, complex) or abs(result) > MAX_MAGNITUDE:
             raise CalculatorError("result out of range")
         return result
-    raise CalculatorError(f"only numbers and + - * / // % ** are allowed, not {ast.dump(node)[:40]}")
+    raise CalculatorError(
+        f"only numbers and + - * / // % ** are allowed, not {ast.dump(node)[:40]}"
+    )
 
 
 @tool

@@ -30,20 +30,32 @@ def _serve(tmp: Path, env: dict[str, str]) -> Iterator[LiveServer]:
 @pytest.fixture(scope="session")
 def server(fake: FakeOpenAI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     """The service with `ChatOpenAI` pointed at the fake upstream."""
-    yield from _serve(tmp_path_factory.mktemp("server"), {
-        "OPENAI_API_KEY": "test-key", "OPENAI_BASE_URL": fake.base_url,
-        "LLM_MODEL": "fake-model", "LLM_MAX_RETRIES": "0", "MAX_CONCURRENT_RUNS": "200",
-    })
+    yield from _serve(
+        tmp_path_factory.mktemp("server"),
+        {
+            "OPENAI_API_KEY": "test-key",
+            "OPENAI_BASE_URL": fake.base_url,
+            "LLM_MODEL": "fake-model",
+            "LLM_MAX_RETRIES": "0",
+            "MAX_CONCURRENT_RUNS": "200",
+        },
+    )
 
 
 @pytest.fixture(scope="session")
 def tight(fake: FakeOpenAI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     """Small limits: two concurrent runs, a one-second send timeout."""
-    yield from _serve(tmp_path_factory.mktemp("tight"), {
-        "OPENAI_API_KEY": "test-key", "OPENAI_BASE_URL": fake.base_url,
-        "LLM_MAX_RETRIES": "0", "MAX_CONCURRENT_RUNS": "2", "SEND_TIMEOUT_S": "1",
-        "PING_INTERVAL_S": "0.2",
-    })
+    yield from _serve(
+        tmp_path_factory.mktemp("tight"),
+        {
+            "OPENAI_API_KEY": "test-key",
+            "OPENAI_BASE_URL": fake.base_url,
+            "LLM_MAX_RETRIES": "0",
+            "MAX_CONCURRENT_RUNS": "2",
+            "SEND_TIMEOUT_S": "1",
+            "PING_INTERVAL_S": "0.2",
+        },
+    )
 
 
 @pytest.fixture(scope="session")

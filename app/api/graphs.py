@@ -14,12 +14,18 @@ router = APIRouter()
 
 @router.get("/graphs")
 async def list_graphs(registry: RegistryDep, request: Request) -> dict[str, Any]:
-    return {"model": describe_model(request.app.state.llm),
-            "graphs": [entry.summary() for entry in registry.values()]}
+    return {
+        "model": describe_model(request.app.state.llm),
+        "graphs": [entry.summary() for entry in registry.values()],
+    }
 
 
 @router.get("/graphs/{graph}")
 async def get_graph(graph: str, registry: RegistryDep, request: Request) -> dict[str, Any]:
     entry = registry.require(graph)
-    return {**entry.summary(), "model": describe_model(request.app.state.llm),
-            "nodes": entry.nodes, "mermaid": entry.mermaid}
+    return {
+        **entry.summary(),
+        "model": describe_model(request.app.state.llm),
+        "nodes": entry.nodes,
+        "mermaid": entry.mermaid,
+    }

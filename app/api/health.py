@@ -19,11 +19,13 @@ async def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz", response_model=None)
-async def readyz(request: Request, registry: RegistryDep,
-                 manager: ManagerDep) -> dict[str, Any] | JSONResponse:
+async def readyz(
+    request: Request, registry: RegistryDep, manager: ManagerDep
+) -> dict[str, Any] | JSONResponse:
     try:
         await request.app.state.checkpointer.aget_tuple(
-            {"configurable": {"thread_id": "__readyz__", "checkpoint_ns": ""}})
+            {"configurable": {"thread_id": "__readyz__", "checkpoint_ns": ""}}
+        )
     except Exception as exc:
         return JSONResponse(error_body("store_unavailable", f"checkpointer: {exc}"), 503)
     return {"status": "ready", "graphs": list(registry), "active_runs": manager.active_count}

@@ -19,9 +19,9 @@ router = APIRouter()
 
 class Limits(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    max_tokens: int | None = Field(None, ge=1)
-    timeout_s: float | None = Field(None, gt=0)
-    recursion_limit: int | None = Field(None, ge=1)
+    max_tokens: int | None = Field(default=None, ge=1)
+    timeout_s: float | None = Field(default=None, gt=0)
+    recursion_limit: int | None = Field(default=None, ge=1)
 
 
 class RunBody(BaseModel):
@@ -29,12 +29,12 @@ class RunBody(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     input: dict[str, Any] | None = None
-    thread_id: str | None = Field(None, min_length=1, max_length=256)
+    thread_id: str | None = Field(default=None, min_length=1, max_length=256)
     resume: Any = None
     config: dict[str, Any] | None = None
     limits: Limits | None = None
     on_disconnect: Literal["cancel", "continue"] = "cancel"
-    max_rate: float | None = Field(None, gt=0, le=1000)
+    max_rate: float | None = Field(default=None, gt=0, le=1000)
 
 
 class CancelBody(BaseModel):
@@ -44,20 +44,29 @@ class CancelBody(BaseModel):
 
 def _request(body: RunBody, settings: Settings) -> RunRequest:
     limits = body.limits or Limits()
-    caps = (("max_tokens", limits.max_tokens, settings.max_tokens_per_run),
-            ("timeout_s", limits.timeout_s, settings.run_timeout_s),
-            ("recursion_limit", limits.recursion_limit, settings.max_recursion_limit))
+    caps = (
+        ("max_tokens", limits.max_tokens, settings.max_tokens_per_run),
+        ("timeout_s", limits.timeout_s, settings.run_timeout_s),
+        ("recursion_limit", limits.recursion_limit, settings.max_recursion_limit),
+    )
     for name, value, cap in caps:
         if value is not None and value > cap:
             raise LimitTooHigh(f"limits.{name}: {value} is above the server's cap of {cap}")
     resume = body.resume if "resume" in body.model_fields_set else _UNSET
-    return RunRequest(input=body.input, thread_id=body.thread_id, resume=resume,
-                      config=body.config or {}, max_tokens=limits.max_tokens,
-                      timeout_s=limits.timeout_s, recursion_limit=limits.recursion_limit)
+    return RunRequest(
+        input=body.input,
+        thread_id=body.thread_id,
+        resume=resume,
+        config=body.config or {},
+        max_tokens=limits.max_tokens,
+        timeout_s=limits.timeout_s,
+        recursion_limit=limits.recursion_limit,
+    )
 
 
-async def _start(graph: str, body: RunBody, registry: RegistryDep, manager: RunManager,
-                 settings: Settings) -> Run:
+async def _start(
+    graph: str, body: RunBody, registry: RegistryDep, manager: RunManager, settings: Settings
+) -> Run:
     entry = registry.require(graph)
     if body.input is not None:
         entry.validate_input(body.input)
@@ -65,47 +74,65 @@ async def _start(graph: str, body: RunBody, registry: RegistryDep, manager: RunM
 
 
 def _links(request: Request, run: Run) -> dict[str, str]:
-    return {"stream_url": str(request.url_for("stream_run", run_id=run.run_id)),
-            "cancel_url": str(request.url_for("cancel_run", run_id=run.run_id))}
+    return {
+        "stream_url": str(request.url_for("stream_run", run_id=run.run_id)),
+        "cancel_url": str(request.url_for("cancel_run", run_id=run.run_id)),
+    }
 
 
 @router.post("/graphs/{graph}/stream", response_model=None)
-async def stream_new_run(graph: str, body: RunBody, registry: RegistryDep,
-                         manager: ManagerDep, settings: SettingsDep) -> RunEventStream:
+async def stream_new_run(
+    graph: str, body: RunBody, registry: RegistryDep, manager: ManagerDep, settings: SettingsDep
+) -> RunEventStream:
     run = await _start(graph, body, registry, manager, settings)
 
     def on_close() -> None:
         if body.on_disconnect == "cancel":
             manager.cancel_soon(run, "client_disconnected")
 
-    return RunEventStream(frames(run.log, 0, body.max_rate, on_close),
-                          ping_s=settings.ping_interval_s,
-                          send_timeout_s=settings.send_timeout_s)
+    return RunEventStream(
+        frames(run.log, 0, body.max_rate, on_close),
+        ping_s=settings.ping_interval_s,
+        send_timeout_s=settings.send_timeout_s,
+    )
 
 
 @router.post("/graphs/{graph}/runs", status_code=202)
-async def start_background_run(graph: str, body: RunBody, request: Request,
-                               registry: RegistryDep, manager: ManagerDep,
-                               settings: SettingsDep) -> dict[str, Any]:
+async def start_background_run(
+    graph: str,
+    body: RunBody,
+    request: Request,
+    registry: RegistryDep,
+    manager: ManagerDep,
+    settings: SettingsDep,
+) -> dict[str, Any]:
     run = await _start(graph, body, registry, manager, settings)
-    return {"run_id": run.run_id, "thread_id": run.record.thread_id,
-            "status": run.record.status.value, **_links(request, run)}
+    return {
+        "run_id": run.run_id,
+        "thread_id": run.record.thread_id,
+        "status": run.record.status.value,
+        **_links(request, run),
+    }
 
 
 @router.get("/runs/{run_id}/stream", name="stream_run", response_model=None)
 async def stream_run(
-    run_id: str, manager: ManagerDep, settings: SettingsDep,
+    run_id: str,
+    manager: ManagerDep,
+    settings: SettingsDep,
     last_event_id_header: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
     last_event_id: Annotated[str | None, Query()] = None,
     max_rate: Annotated[float | None, Query(gt=0, le=1000)] = None,
 ) -> RunEventStream | Response:
     run = manager.get(run_id)
-    cursor = _cursor(last_event_id_header if last_event_id_header is not None
-                     else last_event_id)
+    cursor = _cursor(last_event_id_header if last_event_id_header is not None else last_event_id)
     if run.log.closed and cursor >= run.log.last_id:
         return Response(status_code=204)
-    return RunEventStream(frames(run.log, cursor, max_rate), ping_s=settings.ping_interval_s,
-                          send_timeout_s=settings.send_timeout_s)
+    return RunEventStream(
+        frames(run.log, cursor, max_rate),
+        ping_s=settings.ping_interval_s,
+        send_timeout_s=settings.send_timeout_s,
+    )
 
 
 def _cursor(value: str | None) -> int:
@@ -126,12 +153,13 @@ async def get_run(run_id: str, manager: ManagerDep) -> dict[str, Any]:
 
 
 @router.post("/runs/{run_id}/cancel", name="cancel_run", status_code=202, response_model=None)
-async def cancel_run(run_id: str, manager: ManagerDep,
-                     body: Annotated[CancelBody | None, Body()] = None
-                     ) -> dict[str, Any] | JSONResponse:
+async def cancel_run(
+    run_id: str, manager: ManagerDep, body: Annotated[CancelBody | None, Body()] = None
+) -> dict[str, Any] | JSONResponse:
     action = (body or CancelBody()).action
     if action == "rollback":
-        raise InvalidInput("action: 'rollback' is not supported yet; use 'interrupt'",
-                           code="unsupported_action")
+        raise InvalidInput(
+            "action: 'rollback' is not supported yet; use 'interrupt'", code="unsupported_action"
+        )
     run = await manager.cancel(run_id)
     return run.record.as_dict()

@@ -43,16 +43,22 @@ class Usage:
             self.total_tokens += int(usage.get("total_tokens") or 0)
 
     def as_dict(self) -> dict[str, int]:
-        return {"input_tokens": self.input_tokens, "output_tokens": self.output_tokens,
-                "total_tokens": self.total_tokens}
+        return {
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "total_tokens": self.total_tokens,
+        }
 
 
 def _text(content: Any) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        return "".join(p.get("text", "") if isinstance(p, dict) else str(p) for p in content
-                       if isinstance(p, str) or (isinstance(p, dict) and p.get("type") == "text"))
+        return "".join(
+            p.get("text", "") if isinstance(p, dict) else str(p)
+            for p in content
+            if isinstance(p, str) or (isinstance(p, dict) and p.get("type") == "text")
+        )
     return ""
 
 
@@ -90,23 +96,42 @@ class EventMapper:
                 return [("node_start", {"node": node, "step": step})]
             started = self._started.pop(key, time.monotonic())
             elapsed = round((time.monotonic() - started) * 1000, 1)
-            return [("update", {"node": node, "values": _values(raw["data"].get("output"))}),
-                    ("node_end", {"node": node, "step": step, "elapsed_ms": elapsed})]
+            return [
+                ("update", {"node": node, "values": _values(raw["data"].get("output"))}),
+                ("node_end", {"node": node, "step": step, "elapsed_ms": elapsed}),
+            ]
         if kind == "on_tool_start":
             pending = self._pending_calls.get(raw["name"])
-            call_id = pending.popleft() if pending else str(raw["run_id"])
-            self._call_ids[raw["run_id"]] = call_id
-            return [("tool_start", {"node": node, "tool": raw["name"], "call_id": call_id,
-                                    "input": to_jsonable(raw["data"].get("input"))})]
+            start_id = pending.popleft() if pending else str(raw["run_id"])
+            self._call_ids[raw["run_id"]] = start_id
+            return [
+                (
+                    "tool_start",
+                    {
+                        "node": node,
+                        "tool": raw["name"],
+                        "call_id": start_id,
+                        "input": to_jsonable(raw["data"].get("input")),
+                    },
+                )
+            ]
         if kind == "on_tool_end":
             output = raw["data"].get("output")
-            call_id = self._call_ids.pop(raw["run_id"], None)
+            call_id: str | None = self._call_ids.pop(raw["run_id"], "") or None
             if isinstance(output, ToolMessage):
                 call_id = call_id or output.tool_call_id
                 output = output.content
-            return [("tool_end", {"node": node, "tool": raw["name"],
-                                  "call_id": call_id or str(raw["run_id"]),
-                                  "output": to_jsonable(output)})]
+            return [
+                (
+                    "tool_end",
+                    {
+                        "node": node,
+                        "tool": raw["name"],
+                        "call_id": call_id or str(raw["run_id"]),
+                        "output": to_jsonable(output),
+                    },
+                )
+            ]
         if kind == "on_chain_stream" and not raw.get("parent_ids"):
             return self._interrupts(raw["data"].get("chunk"))
         return []

@@ -46,7 +46,7 @@ def classify(exc: BaseException) -> tuple[str, str]:
 def _node(exc: BaseException) -> str | None:
     for note in getattr(exc, "__notes__", ()):
         if note.startswith("During task with name '"):
-            return note.split("'")[1]
+            return str(note.split("'")[1])
     return None
 
 

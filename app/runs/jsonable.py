@@ -15,8 +15,9 @@ def message_to_dict(message: BaseMessage) -> dict[str, Any]:
         out["id"] = message.id
     tool_calls = getattr(message, "tool_calls", None)
     if tool_calls:
-        out["tool_calls"] = [{"id": c.get("id"), "name": c["name"], "args": c["args"]}
-                             for c in tool_calls]
+        out["tool_calls"] = [
+            {"id": c.get("id"), "name": c["name"], "args": c["args"]} for c in tool_calls
+        ]
     tool_call_id = getattr(message, "tool_call_id", None)
     if tool_call_id:
         out["tool_call_id"] = tool_call_id
@@ -26,7 +27,8 @@ def message_to_dict(message: BaseMessage) -> dict[str, Any]:
 
 def _role(message: BaseMessage) -> str:
     return {"human": "user", "ai": "assistant", "AIMessageChunk": "assistant"}.get(
-        message.type, message.type)
+        message.type, message.type
+    )
 
 
 def to_jsonable(value: Any) -> Any:

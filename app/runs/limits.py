@@ -43,7 +43,7 @@ class RunGuard(BaseCallbackHandler):
         """Make the next token of any model call of this run raise `RunStopped`."""
         self.stopped = True
 
-    def on_llm_new_token(self, token: str, **kwargs: Any) -> None:
+    def on_llm_new_token(self, token: str | list[str | dict[str, Any]], **kwargs: Any) -> None:
         if self.stopped:
             raise RunStopped("run stopped")
         if token:

@@ -56,7 +56,7 @@ class EventLog(Protocol):
 
     def close(self) -> None: ...
 
-    def after(self, cursor: int) -> Sequence[Event]: ...
+    def after(self, cursor: int, limit: int) -> Sequence[Event]: ...
 
     async def wait(self, cursor: int) -> None: ...
 
@@ -89,9 +89,10 @@ class MemoryEventLog:
         self._closed = True
         self._wake()
 
-    def after(self, cursor: int) -> Sequence[Event]:
-        """The events with id > cursor (empty if none yet)."""
-        return self._events[max(cursor, 0):]
+    def after(self, cursor: int, limit: int) -> Sequence[Event]:
+        """Up to `limit` events with id > cursor (empty if none yet)."""
+        start = max(cursor, 0)
+        return self._events[start : start + limit]
 
     async def wait(self, cursor: int) -> None:
         """Return once there is an event after `cursor`, or the log is closed."""

@@ -23,10 +23,12 @@ import logging
 import time
 import uuid
 from collections import OrderedDict
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
 
+from langchain_core.runnables import RunnableConfig
 from langgraph.types import Command
 
 from app.errors import InvalidInput, NotFound, ThreadBusy, TooManyRuns
@@ -110,12 +112,14 @@ class RunManager:
         if self._closing:
             raise TooManyRuns("the server is shutting down", code="shutting_down")
         if len(self._active) >= self._settings.max_concurrent_runs:
-            raise TooManyRuns(f"{self._settings.max_concurrent_runs} runs are already in "
-                              "progress; retry shortly")
+            raise TooManyRuns(
+                f"{self._settings.max_concurrent_runs} runs are already in progress; retry shortly"
+            )
         thread_id = request.thread_id or str(uuid.uuid4())
         if thread_id in self._threads:
-            raise ThreadBusy(f"thread {thread_id!r} already has a run in progress "
-                             f"({self._threads[thread_id]})")
+            raise ThreadBusy(
+                f"thread {thread_id!r} already has a run in progress ({self._threads[thread_id]})"
+            )
         config = self._config(request, thread_id)
         payload: Any = request.input
         if request.resuming:
@@ -130,37 +134,44 @@ class RunManager:
         record = RunRecord(run_id=str(uuid.uuid4()), graph=graph.name, thread_id=thread_id)
         run = Run(record, RunGuard(request.max_tokens or self._settings.max_tokens_per_run))
         config["callbacks"] = [run.guard]
-        run.log.append("metadata", {"run_id": record.run_id, "thread_id": thread_id,
-                                    "graph": graph.name})
+        run.log.append(
+            "metadata", {"run_id": record.run_id, "thread_id": thread_id, "graph": graph.name}
+        )
         self._active[record.run_id] = run
         self._threads[thread_id] = record.run_id
         timeout = request.timeout_s or self._settings.run_timeout_s
-        run.task = asyncio.create_task(self._execute(run, graph, payload, config, timeout),
-                                       name=f"run:{record.run_id}")
+        run.task = asyncio.create_task(
+            self._execute(run, graph, payload, config, timeout), name=f"run:{record.run_id}"
+        )
         run.task.add_done_callback(lambda task: self._finalize(run, task))
         log.info("run %s started: graph=%s thread=%s", record.run_id, graph.name, thread_id)
         return run
 
-    def _config(self, request: RunRequest, thread_id: str) -> dict[str, Any]:
+    def _config(self, request: RunRequest, thread_id: str) -> RunnableConfig:
         extra = request.config
         configurable = dict(extra.get("configurable") or {})
         configurable["thread_id"] = thread_id
-        config: dict[str, Any] = {
-            "configurable": configurable,
-            "recursion_limit": request.recursion_limit or 25,
-        }
-        for key in ("tags", "metadata"):
-            if key in extra:
-                config[key] = extra[key]
+        config = RunnableConfig(
+            configurable=configurable, recursion_limit=request.recursion_limit or 25
+        )
+        if isinstance(extra.get("tags"), list):
+            config["tags"] = [str(t) for t in extra["tags"]]
+        if isinstance(extra.get("metadata"), dict):
+            config["metadata"] = extra["metadata"]
         return config
 
-    async def _execute(self, run: Run, graph: GraphEntry, payload: Any,
-                       config: dict[str, Any], timeout_s: float) -> None:
-        kwargs: dict[str, Any] = {"include_types": INCLUDE_TYPES}
-        if graph.takes_model_context:
-            kwargs["context"] = self._context
+    async def _execute(
+        self, run: Run, graph: GraphEntry, payload: Any, config: RunnableConfig, timeout_s: float
+    ) -> None:
         mapper, append, record = run.mapper, run.log.append, run.record
-        stream = graph.compiled.astream_events(payload, config, version="v2", **kwargs)
+        # It is an async generator (it has aclose); the declared type is the looser AsyncIterator.
+        stream: AsyncGenerator[dict[str, Any], None] = graph.compiled.astream_events(  # type: ignore[assignment]
+            payload,
+            config,
+            version="v2",
+            include_types=INCLUDE_TYPES,
+            context=self._context if graph.takes_model_context else None,
+        )
         async with asyncio.timeout(timeout_s), aclosing(stream):
             async for raw in stream:
                 for event_type, data in mapper.map(raw):
@@ -170,8 +181,7 @@ class RunManager:
 
     # -- the end ---------------------------------------------------------------------------
 
-    def _finalize(self, run: Run, task: asyncio.Task[None] | None,
-                  forced: bool = False) -> None:
+    def _finalize(self, run: Run, task: asyncio.Task[None] | None, forced: bool = False) -> None:
         """Write `error`/`end` and retire the run. Called once, when its task has ended."""
         if run.finalized:
             return
@@ -190,8 +200,13 @@ class RunManager:
                 reason = "interrupt" if paused else "done"
             else:
                 code, message = classify(exc)
-                log.warning("run %s failed (%s): %s", record.run_id, code, message,
-                            exc_info=exc if code == "node_error" else None)
+                log.warning(
+                    "run %s failed (%s): %s",
+                    record.run_id,
+                    code,
+                    message,
+                    exc_info=exc if code == "node_error" else None,
+                )
                 record.error = {"code": code, "message": message}
                 run.log.append("error", record.error)
                 status, reason = RunStatus.FAILED, code
@@ -200,8 +215,15 @@ class RunManager:
             usage["output_tokens"] = run.guard.tokens
             usage["total_tokens"] = usage["input_tokens"] + run.guard.tokens
         record.finish(status, reason, usage)
-        run.log.append("end", {"status": status.value, "reason": reason, "usage": usage,
-                               "elapsed_ms": record.elapsed_ms})
+        run.log.append(
+            "end",
+            {
+                "status": status.value,
+                "reason": reason,
+                "usage": usage,
+                "elapsed_ms": record.elapsed_ms,
+            },
+        )
         record.events = run.log.last_id
         run.log.close()
         self._active.pop(record.run_id, None)
@@ -210,8 +232,13 @@ class RunManager:
         self._finished[record.run_id] = run
         while len(self._finished) > self._settings.finished_runs_kept:
             self._finished.popitem(last=False)
-        log.info("run %s ended: %s (%s) in %.0f ms", record.run_id, status.value, reason,
-                 record.elapsed_ms or 0)
+        log.info(
+            "run %s ended: %s (%s) in %.0f ms",
+            record.run_id,
+            status.value,
+            reason,
+            record.elapsed_ms or 0,
+        )
 
     # -- cancel ----------------------------------------------------------------------------
 
@@ -240,12 +267,21 @@ class RunManager:
                 break
             elapsed = time.monotonic() - started
             if elapsed >= self._settings.cancel_confirm_s:
-                log.error("run %s did not end %.1fs after %d cancels; abandoning its task and "
-                          "reporting it cancelled", run.run_id, elapsed, attempt)
+                log.error(
+                    "run %s did not end %.1fs after %d cancels; abandoning its task and "
+                    "reporting it cancelled",
+                    run.run_id,
+                    elapsed,
+                    attempt,
+                )
                 self._finalize(run, None, forced=True)
                 return
-            log.warning("run %s still running after cancel #%d (%.2fs); cancelling again",
-                        run.run_id, attempt, elapsed)
+            log.warning(
+                "run %s still running after cancel #%d (%.2fs); cancelling again",
+                run.run_id,
+                attempt,
+                elapsed,
+            )
             wait = min(wait * 2, 0.5)
         # The done callback runs on the next loop iteration; make the end visible now.
         self._finalize(run, task)

@@ -42,12 +42,18 @@ class RunRecord:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "run_id": self.run_id, "graph": self.graph, "thread_id": self.thread_id,
-            "status": self.status.value, "created_at": self.created_at,
+            "run_id": self.run_id,
+            "graph": self.graph,
+            "thread_id": self.thread_id,
+            "status": self.status.value,
+            "created_at": self.created_at,
             "ended_at": self.ended_at,
             "elapsed_ms": self.elapsed_ms if self.ended_at else self.since_start_ms(),
-            "first_token_ms": self.first_token_ms, "reason": self.reason, "error": self.error,
-            "usage": self.usage, "events": self.events,
+            "first_token_ms": self.first_token_ms,
+            "reason": self.reason,
+            "error": self.error,
+            "usage": self.usage,
+            "events": self.events,
         }
 
     def finish(self, status: RunStatus, reason: str, usage: dict[str, int]) -> None:

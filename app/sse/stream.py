@@ -10,6 +10,9 @@ Design record
   or the merge of the waiting consecutive tokens of one message.
 - Nothing but consecutive tokens of one message is ever merged; nothing is dropped; order is
   the log's order. The client's cursor is always the id of the last event it was sent.
+- A lagging reader takes at most `BATCH` events per send, so what one slow client holds in
+  its transport buffer is bounded by the batch, not by how far behind it is (merged token
+  frames are bounded the same way).
 - A send that takes no bytes for SEND_TIMEOUT_S raises sse-starlette's SendTimeoutError; the
   response ends and the connection is closed (the client can reconnect with Last-Event-ID).
 """
@@ -29,6 +32,7 @@ from app.sse.encoder import encode_json
 
 log = logging.getLogger("app.sse")
 
+BATCH = 256
 HEADERS = {"Cache-Control": "no-cache, no-transform", "X-Accel-Buffering": "no"}
 
 
@@ -38,8 +42,11 @@ def _take(events: Sequence[Event], start: int) -> tuple[bytes, int]:
     end = start + 1
     if first.type == "token":
         message_id = first.data.get("message_id")
-        while (end < len(events) and events[end].type == "token"
-               and events[end].data.get("message_id") == message_id):
+        while (
+            end < len(events)
+            and events[end].type == "token"
+            and events[end].data.get("message_id") == message_id
+        ):
             end += 1
     if end == start + 1:
         return first.frame, end
@@ -58,13 +65,17 @@ def merge_frames(events: Sequence[Event]) -> list[bytes]:
     return frames
 
 
-async def frames(event_log: EventLog, cursor: int, max_rate: float | None = None,
-                 on_close: Callable[[], None] | None = None) -> AsyncIterator[bytes]:
+async def frames(
+    event_log: EventLog,
+    cursor: int,
+    max_rate: float | None = None,
+    on_close: Callable[[], None] | None = None,
+) -> AsyncIterator[bytes]:
     """The bytes to send to one subscriber, from the event after `cursor` to the run's end."""
     interval = 1.0 / max_rate if max_rate else 0.0
     try:
         while True:
-            events = event_log.after(cursor)
+            events = event_log.after(cursor, BATCH)
             if not events:
                 if event_log.closed:
                     return
@@ -89,10 +100,16 @@ async def frames(event_log: EventLog, cursor: int, max_rate: float | None = None
 class RunEventStream(EventSourceResponse):
     """sse-starlette's response with our headers, `: ping` comments and a quiet send timeout."""
 
-    def __init__(self, content: AsyncIterator[bytes], *, ping_s: float,
-                 send_timeout_s: float) -> None:
-        super().__init__(content, headers=HEADERS, ping=ping_s, send_timeout=send_timeout_s,
-                         ping_message_factory=lambda: ServerSentEvent(comment="ping"))
+    def __init__(
+        self, content: AsyncIterator[bytes], *, ping_s: float, send_timeout_s: float
+    ) -> None:
+        super().__init__(
+            content,
+            headers=HEADERS,
+            ping=ping_s,
+            send_timeout=send_timeout_s,
+            ping_message_factory=lambda: ServerSentEvent(comment="ping"),
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:

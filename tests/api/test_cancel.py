@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import httpx
 import pytest
@@ -59,8 +60,9 @@ def test_many_cancels_in_a_row_all_end(client: httpx.Client, fake: FakeOpenAI) -
     abandoned = fake.snapshot().abandoned
     runs = 25
     for i in range(runs):
-        run = client.post("/graphs/chat/runs",
-                          json={"input": {"query": f"n{i} [[tokens=300]] [[delay=0.01]]"}}).json()
+        run = client.post(
+            "/graphs/chat/runs", json={"input": {"query": f"n{i} [[tokens=300]] [[delay=0.01]]"}}
+        ).json()
         # wait until the model call is under way, then cancel
         with client.stream("GET", run["stream_url"]) as response:
             for event in parse_sse(response.iter_lines()):
@@ -74,8 +76,9 @@ def test_many_cancels_in_a_row_all_end(client: httpx.Client, fake: FakeOpenAI) -
 
 def test_disconnect_cancels_the_run(client: httpx.Client, fake: FakeOpenAI) -> None:
     abandoned = fake.snapshot().abandoned
-    with client.stream("POST", "/graphs/chat/stream",
-                       json={"input": {"query": f"bye {SLOW}"}}) as response:
+    with client.stream(
+        "POST", "/graphs/chat/stream", json={"input": {"query": f"bye {SLOW}"}}
+    ) as response:
         lines = response.iter_lines()
         first = next(parse_sse(lines))
         run_id = first.data["run_id"]
@@ -89,9 +92,11 @@ def test_disconnect_cancels_the_run(client: httpx.Client, fake: FakeOpenAI) -> N
 
 
 def test_disconnect_with_continue_lets_the_run_complete(client: httpx.Client) -> None:
-    with client.stream("POST", "/graphs/chat/stream",
-                       json={"input": {"query": "stay [[tokens=30]] [[delay=0.01]]"},
-                             "on_disconnect": "continue"}) as response:
+    with client.stream(
+        "POST",
+        "/graphs/chat/stream",
+        json={"input": {"query": "stay [[tokens=30]] [[delay=0.01]]"}, "on_disconnect": "continue"},
+    ) as response:
         run_id = next(parse_sse(response.iter_lines())).data["run_id"]
     record = _wait_status(client, run_id, "completed")
     assert record["usage"]["output_tokens"] == 30
@@ -101,9 +106,9 @@ def test_disconnect_with_continue_lets_the_run_complete(client: httpx.Client) ->
     assert events[-1].data["status"] == "completed"
 
 
-def _wait_status(client: httpx.Client, run_id: str, status: str) -> dict[str, object]:
+def _wait_status(client: httpx.Client, run_id: str, status: str) -> dict[str, Any]:
     done = threading.Event()
-    record: dict[str, object] = {}
+    record: dict[str, Any] = {}
     for _ in range(200):
         record = client.get(f"/runs/{run_id}").json()
         if record["status"] == status:

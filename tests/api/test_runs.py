@@ -10,7 +10,8 @@ from tests.support.live import read_sse, tokens_text
 def _start(client: httpx.Client, query: str, graph: str = "chat") -> dict[str, str]:
     response = client.post(f"/graphs/{graph}/runs", json={"input": {"query": query}})
     assert response.status_code == 202, response.text
-    return response.json()
+    run: dict[str, str] = response.json()
+    return run
 
 
 def test_background_run_returns_links_and_streams_from_the_start(client: httpx.Client) -> None:
@@ -47,15 +48,17 @@ def test_last_event_id_resumes_with_exactly_the_missing_events(client: httpx.Cli
     unmerged = [e for e in full if e.event != "token"]
     cut = full[len(full) // 2]
     assert cut.id is not None
-    with client.stream("GET", run["stream_url"],
-                       headers={"Last-Event-ID": str(cut.id)}) as response:
+    with client.stream(
+        "GET", run["stream_url"], headers={"Last-Event-ID": str(cut.id)}
+    ) as response:
         rest = read_sse(response)
     assert rest[0].id is not None and rest[0].id > cut.id
     assert rest[-1].id == full[-1].id
     # the text after the cut is exactly the text the first reader got after the cut
     assert tokens_text(rest) == tokens_text([e for e in full if (e.id or 0) > cut.id])
     assert [e.event for e in rest if e.event != "token"] == [
-        e.event for e in unmerged if (e.id or 0) > cut.id]
+        e.event for e in unmerged if (e.id or 0) > cut.id
+    ]
     # the query parameter works the same, for clients that cannot set headers
     with client.stream("GET", f"{run['stream_url']}?last_event_id={cut.id}") as response:
         again = read_sse(response)
@@ -67,10 +70,12 @@ def test_reconnect_after_end_gets_204(client: httpx.Client) -> None:
     with client.stream("GET", run["stream_url"]) as response:
         events = read_sse(response)
     end_id = events[-1].id
+    assert end_id is not None
     response = client.get(run["stream_url"], headers={"Last-Event-ID": str(end_id)})
     assert response.status_code == 204
     assert client.get(f"{run['stream_url']}?last_event_id={end_id}").status_code == 204
     # one before the end still gets the end
-    with client.stream("GET", run["stream_url"],
-                       headers={"Last-Event-ID": str(end_id - 1)}) as response:
+    with client.stream(
+        "GET", run["stream_url"], headers={"Last-Event-ID": str(end_id - 1)}
+    ) as response:
         assert [e.event for e in read_sse(response)] == ["end"]

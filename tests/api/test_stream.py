@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import httpx
 
 from tests.support.fake_openai import FakeOpenAI, token_text
@@ -15,8 +17,8 @@ def _assert_well_formed(events: list[SSE]) -> None:
     assert events[-1].event == "end"
     ids = [e.id for e in events]
     assert ids[0] == 1
-    assert all(b is not None and a is not None and b > a for a, b in zip(ids, ids[1:]))
-    for prev, event in zip(events, events[1:]):
+    assert all(b is not None and a is not None and b > a for a, b in pairwise(ids))
+    for prev, event in pairwise(events):
         assert event.id is not None and prev.id is not None
         if event.id - prev.id > 1:
             assert event.event == "token", f"ids skipped before a non-token frame: {event}"
@@ -44,8 +46,12 @@ def test_chat_streams_tokens_between_node_start_and_end(client: httpx.Client) ->
 
 
 def test_sse_headers_match_the_contract(client: httpx.Client) -> None:
-    with client.stream("POST", "/graphs/chat/stream", json={"input": {"query": "hi"}},
-                       headers={"accept-encoding": "gzip"}) as response:
+    with client.stream(
+        "POST",
+        "/graphs/chat/stream",
+        json={"input": {"query": "hi"}},
+        headers={"accept-encoding": "gzip"},
+    ) as response:
         assert response.headers["content-type"] == "text/event-stream; charset=utf-8"
         assert response.headers["cache-control"] == "no-cache, no-transform"
         assert response.headers["x-accel-buffering"] == "no"
@@ -54,8 +60,16 @@ def test_sse_headers_match_the_contract(client: httpx.Client) -> None:
 
 
 def test_agent_loop_calls_the_calculator_and_answers(client: httpx.Client) -> None:
-    body = {"input": {"messages": [{"role": "user",
-                                    "content": 'add these [[tool=calculator:{"expression": "2*(3+4)"}]]'}]}}
+    body = {
+        "input": {
+            "messages": [
+                {
+                    "role": "user",
+                    "content": 'add these [[tool=calculator:{"expression": "2*(3+4)"}]]',
+                }
+            ]
+        }
+    }
     events = stream_run(client, "agent", body)
     _assert_well_formed(events)
     nodes = [e.data["node"] for e in events if e.event == "node_start"]
@@ -82,8 +96,10 @@ def test_report_streams_each_section_as_its_own_step(client: httpx.Client) -> No
     assert len(sections) >= 1
     # every write_section step streams its own message between its start and end
     for node, step in sections:
-        start = next(e.id for e in events if e.event == "node_start" and e.data["step"] == step)
-        end = next(e.id for e in events if e.event == "node_end" and e.data["step"] == step)
+        start = next(
+            e.id or 0 for e in events if e.event == "node_start" and e.data["step"] == step
+        )
+        end = next(e.id or 0 for e in events if e.event == "node_end" and e.data["step"] == step)
         tokens = [e for e in events if e.event == "token" and start < (e.id or 0) < end]
         assert tokens and all(t.data["node"] == node for t in tokens)
     report = [e for e in events if e.event == "update"][-1].data["values"]["report"]
@@ -92,8 +108,7 @@ def test_report_streams_each_section_as_its_own_step(client: httpx.Client) -> No
 
 def test_sync_node_streams_its_tokens_live(client: httpx.Client, fake: FakeOpenAI) -> None:
     """A node calling `llm.invoke` synchronously (as the LangGraph docs do) still streams."""
-    events = stream_run(client, "sync_chat",
-                        {"input": {"query": "hi [[tokens=8]] [[delay=0.02]]"}})
+    events = stream_run(client, "sync_chat", {"input": {"query": "hi [[tokens=8]] [[delay=0.02]]"}})
     _assert_well_formed(events)
     assert _kinds(events) == ["metadata", "node_start", "token", "update", "node_end", "end"]
     assert [e.event for e in events].count("token") >= 4  # paced upstream: arrives live
@@ -107,14 +122,15 @@ def test_multiline_and_non_ascii_tokens_survive_the_round_trip(client: httpx.Cli
     assert events[-1].data["status"] == "completed"
 
 
-def test_offline_model_streams_with_no_key(offline_client: httpx.Client,
-                                           offline_server: LiveServer) -> None:
+def test_offline_model_streams_with_no_key(
+    offline_client: httpx.Client, offline_server: LiveServer
+) -> None:
     graphs = offline_client.get("/graphs").json()
     assert graphs["model"]["offline"] is True
     assert "OFFLINE" in offline_server.logs()
     events = stream_run(offline_client, "chat", {"input": {"query": "Explain attention"}})
     _assert_well_formed(events)
-    assert events[-1].id is not None and events[-1].id > 20
+    assert (events[-1].id or 0) > 20
     assert tokens_text(events) == events[-3].data["values"]["answer"]
     assert "Explain attention" in tokens_text(events)
 

@@ -7,6 +7,7 @@ What a request gets is decided by directives in the *last* message's text, so a 
 one run without touching server-wide state:
 
     [[tokens=N]]        answer with N tokens (default: `FakeOpenAI.tokens`)
+    [[size=N]]          make each of those tokens N characters long (to fill buffers quickly)
     [[delay=S]]         sleep S seconds before each token (default: `FakeOpenAI.delay`)
     [[first=S]]         sleep S seconds before the first token
     [[fail=500]]        answer with that HTTP status and an OpenAI-style error body
@@ -52,9 +53,10 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def token_text(i: int) -> str:
+def token_text(i: int, size: int = 0) -> str:
     """The i-th token of a default answer (deterministic, so tests can predict the text)."""
-    return WORDS[i % len(WORDS)] + " "
+    word = WORDS[i % len(WORDS)] + " "
+    return (word * (size // len(word) + 1))[:size] if size else word
 
 
 @dataclass
@@ -111,7 +113,11 @@ class FakeOpenAI:
     def start(self) -> FakeOpenAI:
         self.port = free_port()
         config = uvicorn.Config(
-            self.app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off",
+            self.app,
+            host="127.0.0.1",
+            port=self.port,
+            log_level="warning",
+            lifespan="off",
             interface="asgi3",
         )
         self._server = uvicorn.Server(config)
@@ -167,7 +173,7 @@ class FakeOpenAI:
                 directives[key] = value
         tokens = int(directives.get("tokens", self.tokens))
         plan = Plan(
-            text_tokens=[token_text(i) for i in range(tokens)],
+            text_tokens=[token_text(i, int(directives.get("size", 0))) for i in range(tokens)],
             delay=float(directives.get("delay", self.delay)),
             first=float(directives.get("first", 0.0)),
         )
@@ -205,8 +211,11 @@ class FakeOpenAI:
         self._update(started=1)
         if plan.fail_status is not None:
             self._update(failed=1)
-            await _json(send, plan.fail_status, {"error": {"message": "injected failure",
-                                                           "type": "server_error"}})
+            await _json(
+                send,
+                plan.fail_status,
+                {"error": {"message": "injected failure", "type": "server_error"}},
+            )
             return
         if not request.get("stream"):
             await _json(send, 200, _completion(request, plan))
@@ -214,16 +223,21 @@ class FakeOpenAI:
             return
         await self._stream(request, plan, receive, send)
 
-    async def _stream(self, request: dict[str, Any], plan: Plan, receive: Receive,
-                      send: Send) -> None:
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", b"text/event-stream")]})
+    async def _stream(
+        self, request: dict[str, Any], plan: Plan, receive: Receive, send: Send
+    ) -> None:
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"text/event-stream")],
+            }
+        )
         self._update(active=1)
         producer = asyncio.ensure_future(self._produce(request, plan, send))
         watcher = asyncio.ensure_future(_wait_disconnect(receive))
         try:
-            done, _ = await asyncio.wait({producer, watcher},
-                                         return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait({producer, watcher}, return_when=asyncio.FIRST_COMPLETED)
             if producer in done and producer.exception() is None:
                 self._update(completed=1)
             else:
@@ -240,13 +254,17 @@ class FakeOpenAI:
         model = request.get("model", "fake")
         created = int(time.time())
 
-        async def chunk(delta: dict[str, Any], finish: str | None = None,
-                        usage: dict[str, int] | None = None) -> None:
+        async def chunk(
+            delta: dict[str, Any], finish: str | None = None, usage: dict[str, int] | None = None
+        ) -> None:
             payload: dict[str, Any] = {
-                "id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": created,
+                "id": "chatcmpl-fake",
+                "object": "chat.completion.chunk",
+                "created": created,
                 "model": model,
                 "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]
-                if usage is None else [],
+                if usage is None
+                else [],
             }
             if usage is not None:
                 payload["usage"] = usage
@@ -259,8 +277,18 @@ class FakeOpenAI:
         produced = 0
         if plan.tool is not None:
             name, args = plan.tool
-            await chunk({"tool_calls": [{"index": 0, "id": f"call_{produced}", "type": "function",
-                                         "function": {"name": name, "arguments": ""}}]})
+            await chunk(
+                {
+                    "tool_calls": [
+                        {
+                            "index": 0,
+                            "id": f"call_{produced}",
+                            "type": "function",
+                            "function": {"name": name, "arguments": ""},
+                        }
+                    ]
+                }
+            )
             for piece in _small_tokens(args):
                 await chunk({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]})
             await chunk({}, finish="tool_calls")
@@ -275,10 +303,15 @@ class FakeOpenAI:
                 produced += 1
             await chunk({}, finish="stop")
         if (request.get("stream_options") or {}).get("include_usage"):
-            await chunk({}, usage={"prompt_tokens": 5, "completion_tokens": produced,
-                                   "total_tokens": produced + 5})
-        await send({"type": "http.response.body", "body": b"data: [DONE]\n\n",
-                    "more_body": False})
+            await chunk(
+                {},
+                usage={
+                    "prompt_tokens": 5,
+                    "completion_tokens": produced,
+                    "total_tokens": produced + 5,
+                },
+            )
+        await send({"type": "http.response.body", "body": b"data: [DONE]\n\n", "more_body": False})
 
 
 async def _wait_disconnect(receive: Receive) -> None:
@@ -287,20 +320,41 @@ async def _wait_disconnect(receive: Receive) -> None:
 
 
 async def _json(send: Send, status: int, payload: dict[str, Any]) -> None:
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json")]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json")],
+        }
+    )
     await send({"type": "http.response.body", "body": json.dumps(payload).encode()})
 
 
 def _completion(request: dict[str, Any], plan: Plan) -> dict[str, Any]:
     message: dict[str, Any] = {"role": "assistant", "content": "".join(plan.text_tokens)}
     if plan.tool is not None:
-        message = {"role": "assistant", "content": None, "tool_calls": [
-            {"id": "call_0", "type": "function",
-             "function": {"name": plan.tool[0], "arguments": plan.tool[1]}}]}
-    return {"id": "chatcmpl-fake", "object": "chat.completion", "created": int(time.time()),
-            "model": request.get("model", "fake"),
-            "choices": [{"index": 0, "message": message,
-                         "finish_reason": "tool_calls" if plan.tool else "stop"}],
-            "usage": {"prompt_tokens": 5, "completion_tokens": len(plan.text_tokens),
-                      "total_tokens": len(plan.text_tokens) + 5}}
+        message = {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "call_0",
+                    "type": "function",
+                    "function": {"name": plan.tool[0], "arguments": plan.tool[1]},
+                }
+            ],
+        }
+    return {
+        "id": "chatcmpl-fake",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": request.get("model", "fake"),
+        "choices": [
+            {"index": 0, "message": message, "finish_reason": "tool_calls" if plan.tool else "stop"}
+        ],
+        "usage": {
+            "prompt_tokens": 5,
+            "completion_tokens": len(plan.text_tokens),
+            "total_tokens": len(plan.text_tokens) + 5,
+        },
+    }

@@ -55,9 +55,20 @@ class LiveServer:
     def start(self, wait: bool = True) -> LiveServer:
         self._log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1",
-             "--port", str(self.port)],
-            cwd=ROOT, env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "app.main:app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+            ],
+            cwd=ROOT,
+            env=self.env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
         )
         if wait:
             self.wait_ready()
@@ -111,8 +122,11 @@ def parse_sse(lines: Iterator[str]) -> Iterator[SSE]:
         if line == "":
             if data:
                 raw = "\n".join(data)
-                yield SSE(int(fields["id"]) if "id" in fields else None,
-                          fields.get("event", "message"), json.loads(raw))
+                yield SSE(
+                    int(fields["id"]) if "id" in fields else None,
+                    fields.get("event", "message"),
+                    json.loads(raw),
+                )
             fields, data = {}, []
             continue
         if line.startswith(":"):
@@ -137,5 +151,43 @@ def stream_run(client: httpx.Client, graph: str, body: dict[str, Any]) -> list[S
 
 
 def tokens_text(events: list[SSE], message_id: str | None = None) -> str:
-    return "".join(e.data["text"] for e in events if e.event == "token"
-                   and (message_id is None or e.data["message_id"] == message_id))
+    return "".join(
+        e.data["text"]
+        for e in events
+        if e.event == "token" and (message_id is None or e.data["message_id"] == message_id)
+    )
+
+
+class RawSSEClient:
+    """A deliberately slow client: a raw socket with a tiny receive window that reads only
+    when told to. HTTP/1.0, so the body is plain bytes up to the server closing it."""
+
+    def __init__(self, url: str, path: str, rcvbuf: int = 2048) -> None:
+        import socket
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(url)
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self.sock.connect((parts.hostname or "127.0.0.1", parts.port or 80))
+        self.sock.sendall(
+            f"GET {path} HTTP/1.0\r\nHost: {parts.netloc}\r\n"
+            "Accept: text/event-stream\r\n\r\n".encode()
+        )
+        self.received = b""
+
+    def read_all(self, timeout: float = 30.0) -> list[SSE]:
+        """Read to EOF (the server closes the connection when the stream ends). The receive
+        window opens wide first: the client stops being slow once it starts reading."""
+        import socket
+
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
+        self.sock.settimeout(timeout)
+        while chunk := self.sock.recv(65536):
+            self.received += chunk
+        self.sock.close()
+        _, _, body = self.received.partition(b"\r\n\r\n")
+        return list(parse_sse(iter(body.decode("utf-8").split("\n"))))
+
+    def close(self) -> None:
+        self.sock.close()
