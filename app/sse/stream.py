@@ -115,5 +115,16 @@ class RunEventStream(EventSourceResponse):
         try:
             await super().__call__(scope, receive, send)
         except SendTimeoutError:
-            client = scope.get("client")
-            log.warning("dropped client %s: it took no bytes for %ss", client, self.send_timeout)
+            self._dropped(scope)
+        except BaseExceptionGroup as group:
+            # The data send and the ping can both time out at once: then sse-starlette's task
+            # group raises a group of SendTimeoutErrors instead of a single one.
+            _, rest = group.split(SendTimeoutError)
+            if rest is not None:
+                raise
+            self._dropped(scope)
+
+    def _dropped(self, scope: Scope) -> None:
+        log.warning(
+            "dropped client %s: it took no bytes for %ss", scope.get("client"), self.send_timeout
+        )

@@ -31,6 +31,21 @@ def test_slow_reader_beside_a_fast_one(client: httpx.Client, server: LiveServer)
     rss_before = server.rss_kb()
     run = client.post("/graphs/chat/runs", json=body).json()
     slow_clients = [RawSSEClient(server.url, f"/runs/{run['run_id']}/stream") for _ in range(20)]
+    try:
+        _slow_beside_fast(client, server, run, slow_clients, tokens, rss_before)
+    finally:
+        for slow_client in slow_clients:
+            slow_client.close()
+
+
+def _slow_beside_fast(
+    client: httpx.Client,
+    server: LiveServer,
+    run: dict[str, str],
+    slow_clients: list[RawSSEClient],
+    tokens: int,
+    rss_before: int,
+) -> None:
     fast: list[SSE] = []
 
     def read_fast() -> None:
@@ -90,12 +105,16 @@ def test_client_that_takes_no_bytes_is_dropped_and_can_resume(tight: LiveServer)
             "/graphs/chat/runs", json={"input": {"query": "[[tokens=12000]] [[size=400]]"}}
         ).json()
         stalled = RawSSEClient(tight.url, f"/runs/{run['run_id']}/stream", rcvbuf=1024)
-        _wait_status(c, run["run_id"], "completed")
-        deadline = time.monotonic() + 15
-        while "dropped client" not in tight.logs() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert "dropped client" in tight.logs()
-        got = stalled.read_all()
+        try:
+            _wait_status(c, run["run_id"], "completed")
+            deadline = time.monotonic() + 15
+            while "dropped client" not in tight.logs() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert "dropped client" in tight.logs()
+            assert "Traceback" not in tight.logs()
+            got = stalled.read_all()
+        finally:
+            stalled.close()
         assert got and got[-1].event != "end"  # cut off before the end
         last_id = got[-1].id
         # reconnecting with Last-Event-ID gets the rest, exactly
