@@ -7,7 +7,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
@@ -49,7 +49,7 @@ def lifespan(settings: Settings) -> Any:
         )
         loop.set_default_executor(executor)
         async with AsyncExitStack() as stack:
-            checkpointer = await stack.enter_async_context(_checkpointer(settings))
+            checkpointer = await stack.enter_async_context(open_checkpointer(settings))
             llm = build_chat_model(
                 api_key=settings.openai_api_key,
                 base_url=settings.openai_base_url,
@@ -80,7 +80,3 @@ def lifespan(settings: Settings) -> Any:
         executor.shutdown(wait=False, cancel_futures=True)
 
     return _lifespan
-
-
-def _checkpointer(settings: Settings) -> AbstractAsyncContextManager[BaseCheckpointSaver[Any]]:
-    return open_checkpointer(settings)

@@ -19,6 +19,16 @@ def fake() -> Iterator[FakeOpenAI]:
     server.stop()
 
 
+def _fake_upstream(fake: FakeOpenAI, **settings: str) -> dict[str, str]:
+    """The environment of a service whose ChatOpenAI talks to the fake, plus `settings`."""
+    return {
+        "OPENAI_API_KEY": "test-key",
+        "OPENAI_BASE_URL": fake.base_url,
+        "LLM_MAX_RETRIES": "0",
+        **settings,
+    }
+
+
 def _serve(tmp: Path, env: dict[str, str]) -> Iterator[LiveServer]:
     server = LiveServer(tmp, env).start()
     try:
@@ -32,13 +42,7 @@ def server(fake: FakeOpenAI, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     """The service with `ChatOpenAI` pointed at the fake upstream."""
     yield from _serve(
         tmp_path_factory.mktemp("server"),
-        {
-            "OPENAI_API_KEY": "test-key",
-            "OPENAI_BASE_URL": fake.base_url,
-            "LLM_MODEL": "fake-model",
-            "LLM_MAX_RETRIES": "0",
-            "MAX_CONCURRENT_RUNS": "200",
-        },
+        _fake_upstream(fake, LLM_MODEL="fake-model", MAX_CONCURRENT_RUNS="200"),
     )
 
 
@@ -47,14 +51,7 @@ def tight(fake: FakeOpenAI, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     """Small limits: two concurrent runs, a one-second send timeout."""
     yield from _serve(
         tmp_path_factory.mktemp("tight"),
-        {
-            "OPENAI_API_KEY": "test-key",
-            "OPENAI_BASE_URL": fake.base_url,
-            "LLM_MAX_RETRIES": "0",
-            "MAX_CONCURRENT_RUNS": "2",
-            "SEND_TIMEOUT_S": "1",
-            "PING_INTERVAL_S": "0.2",
-        },
+        _fake_upstream(fake, MAX_CONCURRENT_RUNS="2", SEND_TIMEOUT_S="1", PING_INTERVAL_S="0.2"),
     )
 
 

@@ -8,16 +8,15 @@ import time
 
 import httpx
 
-from tests.support.live import SSE, LiveServer, RawSSEClient, parse_sse, read_sse, tokens_text
-
-
-def _wait_status(client: httpx.Client, run_id: str, status: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if client.get(f"/runs/{run_id}").json()["status"] == status:
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"run {run_id} did not reach {status}")
+from tests.support.live import (
+    SSE,
+    LiveServer,
+    RawSSEClient,
+    parse_sse,
+    read_sse,
+    tokens_text,
+    wait_status,
+)
 
 
 def test_slow_reader_beside_a_fast_one(client: httpx.Client, server: LiveServer) -> None:
@@ -27,7 +26,7 @@ def test_slow_reader_beside_a_fast_one(client: httpx.Client, server: LiveServer)
     body = {"input": {"query": f"[[tokens={tokens}]] [[size=400]]"}}
     # the same run once unwatched first, so the RSS baseline holds what such a run allocates
     warmup = client.post("/graphs/chat/runs", json=body).json()
-    _wait_status(client, warmup["run_id"], "completed")
+    wait_status(client, warmup["run_id"], "completed")
     rss_before = server.rss_kb()
     run = client.post("/graphs/chat/runs", json=body).json()
     slow_clients = [RawSSEClient(server.url, f"/runs/{run['run_id']}/stream") for _ in range(20)]
@@ -58,7 +57,7 @@ def _slow_beside_fast(
     fast_thread = threading.Thread(target=read_fast)
     fast_thread.start()
     # The run completes although 20 readers have not read a byte past their tiny windows...
-    _wait_status(client, run["run_id"], "completed")
+    wait_status(client, run["run_id"], "completed")
     # ...and the fast reader has everything without waiting for them.
     fast_thread.join(timeout=20)
     assert not fast_thread.is_alive()
@@ -106,7 +105,7 @@ def test_client_that_takes_no_bytes_is_dropped_and_can_resume(tight: LiveServer)
         ).json()
         stalled = RawSSEClient(tight.url, f"/runs/{run['run_id']}/stream", rcvbuf=1024)
         try:
-            _wait_status(c, run["run_id"], "completed")
+            wait_status(c, run["run_id"], "completed")
             deadline = time.monotonic() + 15
             while "dropped client" not in tight.logs() and time.monotonic() < deadline:
                 time.sleep(0.1)

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import threading
-from typing import Any
-
 import httpx
 import pytest
 
 from tests.support.fake_openai import FakeOpenAI
-from tests.support.live import SSE, parse_sse
+from tests.support.live import SSE, parse_sse, wait_status
 
 SLOW = "[[tokens=400]] [[delay=0.02]]"
 
@@ -87,7 +84,7 @@ def test_disconnect_cancels_the_run(client: httpx.Client, fake: FakeOpenAI) -> N
                 break
     # leaving the block closed the connection
     fake.wait_for(lambda s: s.abandoned >= abandoned + 1, timeout=5)
-    record = _wait_status(client, run_id, "cancelled")
+    record = wait_status(client, run_id, "cancelled")
     assert record["reason"] == "client_disconnected"
 
 
@@ -98,20 +95,9 @@ def test_disconnect_with_continue_lets_the_run_complete(client: httpx.Client) ->
         json={"input": {"query": "stay [[tokens=30]] [[delay=0.01]]"}, "on_disconnect": "continue"},
     ) as response:
         run_id = next(parse_sse(response.iter_lines())).data["run_id"]
-    record = _wait_status(client, run_id, "completed")
+    record = wait_status(client, run_id, "completed")
     assert record["usage"]["output_tokens"] == 30
     # and the whole stream is still there to replay
     with client.stream("GET", f"/runs/{run_id}/stream") as response:
         events = list(parse_sse(response.iter_lines()))
     assert events[-1].data["status"] == "completed"
-
-
-def _wait_status(client: httpx.Client, run_id: str, status: str) -> dict[str, Any]:
-    done = threading.Event()
-    record: dict[str, Any] = {}
-    for _ in range(200):
-        record = client.get(f"/runs/{run_id}").json()
-        if record["status"] == status:
-            return record
-        done.wait(0.05)
-    raise AssertionError(f"run {run_id} never reached {status}: {record}")

@@ -150,6 +150,20 @@ def stream_run(client: httpx.Client, graph: str, body: dict[str, Any]) -> list[S
         return read_sse(response)
 
 
+def wait_status(
+    client: httpx.Client, run_id: str, status: str, timeout: float = 60.0
+) -> dict[str, Any]:
+    """Poll `GET /runs/{id}` until the run has `status`; return its record."""
+    deadline = time.monotonic() + timeout
+    record: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        record = client.get(f"/runs/{run_id}").json()
+        if record["status"] == status:
+            return record
+        time.sleep(0.02)
+    raise AssertionError(f"run {run_id} never reached {status}: {record}")
+
+
 def tokens_text(events: list[SSE], message_id: str | None = None) -> str:
     return "".join(
         e.data["text"]
