@@ -2,12 +2,13 @@
 
     ServiceError                 500 internal_error
     ├── BadRequest               400 malformed_json
-    ├── NotFound                 404 graph_not_found / run_not_found
+    ├── NotFound                 404 graph_not_found / run_not_found / thread_not_found
     ├── InvalidInput             422 invalid_input (names the field)
     ├── LimitTooHigh             422 limit_too_high
     ├── PayloadTooLarge          413 body_too_large
-    ├── ThreadBusy               409 thread_busy
-    └── TooManyRuns              429 too_many_runs (with Retry-After)
+    ├── Conflict                 409 thread_busy / thread_graph_mismatch / thread_not_paused
+    ├── TooManyRuns              429 too_many_runs (with Retry-After)
+    └── ShuttingDown             503 shutting_down (with Retry-After)
 
 `install_handlers` maps them (and FastAPI's own validation errors, and anything unexpected) to
 `{"error": {"code", "message"}}` in one place. No traceback ever reaches a client.
@@ -77,8 +78,10 @@ class PayloadTooLarge(ServiceError):
     code = "body_too_large"
 
 
-class ThreadBusy(ServiceError):
-    """The thread already has a run in progress."""
+class Conflict(ServiceError):
+    """The thread's state forbids this run: one is in progress on it (`thread_busy`), it belongs
+    to another graph (`thread_graph_mismatch`), or `resume` was sent to a thread that is not
+    paused (`thread_not_paused`)."""
 
     status = 409
     code = "thread_busy"
@@ -90,6 +93,14 @@ class TooManyRuns(ServiceError):
     status = 429
     code = "too_many_runs"
     headers = {"Retry-After": "1"}
+
+
+class ShuttingDown(ServiceError):
+    """The server received SIGTERM and takes no new runs; retry on another instance."""
+
+    status = 503
+    code = "shutting_down"
+    headers = {"Retry-After": "5"}
 
 
 def error_body(code: str, message: str) -> dict[str, Any]:

@@ -1,5 +1,6 @@
-"""Startup and shutdown: open the checkpointer, build the model, compile the graphs, start the
-RunManager; on shutdown cancel what still runs and close the store."""
+"""Startup and shutdown: take the database (one process), open the checkpointer and the run
+store, recover runs a dead process left behind, build the model, compile the graphs, start the
+RunManager and the SIGTERM drain; on shutdown cancel what still runs, write it out, close."""
 
 from __future__ import annotations
 
@@ -17,6 +18,10 @@ from langgraph.checkpoint.memory import InMemorySaver
 from app.registry import GraphRegistry
 from app.runs.manager import RunManager
 from app.settings import Settings
+from app.shutdown import GracefulShutdown
+from app.store import RunStore
+from app.store.memory import MemoryRunStore
+from app.store.single_writer import SingleWriterError, SingleWriterLock
 from graphs.models import ModelContext, build_chat_model, describe_model
 
 log = logging.getLogger("app")
@@ -38,6 +43,38 @@ async def open_checkpointer(settings: Settings) -> AsyncIterator[BaseCheckpointS
         yield saver
 
 
+@asynccontextmanager
+async def open_store(settings: Settings) -> AsyncIterator[RunStore]:
+    path = settings.sqlite_path
+    if path is None:
+        yield MemoryRunStore()
+        return
+    from app.store.sqlite import SqliteRunStore
+
+    store = await SqliteRunStore.open(path)
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+@asynccontextmanager
+async def single_writer(settings: Settings) -> AsyncIterator[None]:
+    if settings.sqlite_path is None:
+        yield
+        return
+    lock = SingleWriterLock(settings.sqlite_path)
+    try:
+        lock.acquire()
+    except SingleWriterError as exc:
+        log.error("cannot start: %s", exc)
+        raise
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 def lifespan(settings: Settings) -> Any:
     @asynccontextmanager
     async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -49,7 +86,9 @@ def lifespan(settings: Settings) -> Any:
         )
         loop.set_default_executor(executor)
         async with AsyncExitStack() as stack:
+            await stack.enter_async_context(single_writer(settings))
             checkpointer = await stack.enter_async_context(open_checkpointer(settings))
+            store = await stack.enter_async_context(open_store(settings))
             llm = build_chat_model(
                 api_key=settings.openai_api_key,
                 base_url=settings.openai_base_url,
@@ -58,7 +97,8 @@ def lifespan(settings: Settings) -> Any:
                 offline_delay_s=settings.offline_token_delay_s,
             )
             registry = GraphRegistry.load(settings.graph_dirs, checkpointer, ModelContext)
-            manager = RunManager(settings, registry, ModelContext(llm=llm))
+            manager = RunManager(settings, registry, ModelContext(llm=llm), store, checkpointer)
+            recovered = await manager.open()
             app.state.checkpointer = checkpointer
             app.state.llm = llm
             app.state.registry = registry
@@ -73,9 +113,16 @@ def lifespan(settings: Settings) -> Any:
                     settings.openai_base_url or "api.openai.com",
                 )
             log.info("graphs: %s; store: %s", ", ".join(registry), settings.database_url)
+            if recovered:
+                log.warning(
+                    "%d runs were cut off by the last stop: reported failed", len(recovered)
+                )
+            graceful = GracefulShutdown(settings.shutdown_grace_s, manager.drain)
+            graceful.install()
             try:
                 yield
             finally:
+                graceful.uninstall()
                 await manager.close()
         executor.shutdown(wait=False, cancel_futures=True)
 

@@ -9,7 +9,7 @@ import sys
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from app.api import graphs, health, runs
+from app.api import graphs, health, runs, threads
 from app.body_limit import BodyLimitMiddleware
 from app.errors import install_handlers
 from app.lifespan import lifespan
@@ -24,6 +24,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_handlers(app)
     app.include_router(graphs.router)
     app.include_router(runs.router)
+    app.include_router(threads.router)
     app.include_router(health.router)
     if settings.cors_origin_list:
         app.add_middleware(

@@ -1,5 +1,8 @@
 """Graph discovery: import every module of the graphs directories, compile each `graph` once.
 
+A graph that pauses with `interrupt()` may export `resume_schema` (a TypedDict or model): the
+`resume` value of a run is then checked against it before the run starts (422 naming the field).
+
 A module that fails to import, or whose `graph` fails to compile, stops startup with a
 `GraphLoadError` naming it: a service silently missing a graph is worse than one that does not
 start. Modules without a `graph` attribute (helpers) are skipped; so are `_private` modules.
@@ -38,26 +41,40 @@ class GraphEntry:
     mermaid: str
     _input_adapter: TypeAdapter[Any]
     takes_model_context: bool
+    resume_schema: dict[str, Any] | None = None
+    _resume_adapter: TypeAdapter[Any] | None = None
 
     def validate_input(self, value: Any) -> dict[str, Any]:
         """Check `value` against the graph's input schema; 422 naming the field if wrong."""
-        try:
-            self._input_adapter.validate_python(value, strict=False)
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            where = ".".join(str(p) for p in ("input", *err["loc"]))
-            raise InvalidInput(f"{where}: {err['msg']}") from None
+        _validate(self._input_adapter, value, "input")
         if not isinstance(value, dict):
             raise InvalidInput("input: must be an object")
         return value
 
+    def validate_resume(self, value: Any) -> None:
+        """Check a `resume` value against the graph's `resume_schema`, if it declares one."""
+        if self._resume_adapter is not None:
+            _validate(self._resume_adapter, value, "resume")
+
     def summary(self) -> dict[str, Any]:
-        return {
+        summary = {
             "name": self.name,
             "description": self.description,
             "input_schema": self.input_schema,
             "output_schema": self.output_schema,
         }
+        if self.resume_schema is not None:
+            summary["resume_schema"] = self.resume_schema
+        return summary
+
+
+def _validate(adapter: TypeAdapter[Any], value: Any, root: str) -> None:
+    try:
+        adapter.validate_python(value, strict=False)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in (root, *err["loc"]))
+        raise InvalidInput(f"{where}: {err['msg']}") from None
 
 
 class GraphRegistry(Mapping[str, GraphEntry]):
@@ -138,6 +155,10 @@ def _compile(
         input_schema = compiled.get_input_jsonschema()
         output_schema = compiled.get_output_jsonschema()
         adapter: TypeAdapter[Any] = TypeAdapter(builder.input_schema)
+        resume_type = getattr(module, "resume_schema", None)
+        resume_adapter: TypeAdapter[Any] | None = (
+            TypeAdapter(resume_type) if resume_type is not None else None
+        )
     except Exception as exc:
         raise GraphLoadError(
             f"graph {name!r} failed to compile: {type(exc).__name__}: {exc}"
@@ -153,4 +174,6 @@ def _compile(
         mermaid=mermaid,
         _input_adapter=adapter,
         takes_model_context=builder.context_schema is context_type,
+        resume_schema=resume_adapter.json_schema() if resume_adapter else None,
+        _resume_adapter=resume_adapter,
     )

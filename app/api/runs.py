@@ -70,6 +70,8 @@ async def _start(
     entry = registry.require(graph)
     if body.input is not None:
         entry.validate_input(body.input)
+    if "resume" in body.model_fields_set:
+        entry.validate_resume(body.resume)
     return await manager.start(entry, _request(body, settings))
 
 
@@ -124,7 +126,7 @@ async def stream_run(
     last_event_id: Annotated[str | None, Query()] = None,
     max_rate: Annotated[float | None, Query(gt=0, le=1000)] = None,
 ) -> RunEventStream | Response:
-    run = manager.get(run_id)
+    run = await manager.get(run_id)
     cursor = _cursor(last_event_id_header if last_event_id_header is not None else last_event_id)
     if run.log.closed and cursor >= run.log.last_id:
         return Response(status_code=204)
@@ -149,7 +151,7 @@ def _cursor(value: str | None) -> int:
 
 @router.get("/runs/{run_id}")
 async def get_run(run_id: str, manager: ManagerDep) -> dict[str, Any]:
-    return manager.get(run_id).record.as_dict()
+    return (await manager.get(run_id)).record.as_dict()
 
 
 @router.post("/runs/{run_id}/cancel", name="cancel_run", status_code=202, response_model=None)
@@ -157,9 +159,5 @@ async def cancel_run(
     run_id: str, manager: ManagerDep, body: Annotated[CancelBody | None, Body()] = None
 ) -> dict[str, Any] | JSONResponse:
     action = (body or CancelBody()).action
-    if action == "rollback":
-        raise InvalidInput(
-            "action: 'rollback' is not supported yet; use 'interrupt'", code="unsupported_action"
-        )
-    run = await manager.cancel(run_id)
+    run = await manager.cancel(run_id, roll_back=action == "rollback")
     return run.record.as_dict()

@@ -4,7 +4,7 @@
     on_chat_model_stream (text)      -> token      {node, message_id, text}
     on_tool_start / on_tool_end      -> tool_start / tool_end {node, tool, call_id, input|output}
     on_chain_end     (a graph node)  -> update {node, values}, node_end {node, step, elapsed_ms}
-    on_chain_stream  (the graph, __interrupt__) -> interrupt {node, value}
+    on_chain_stream  (the graph, __interrupt__) -> interrupt {node, value, id}
     on_chat_model_end                -> (no event) token usage, added to the run's record
 
 A "graph node" event is a chain event whose name is the node LangGraph is running
@@ -68,7 +68,7 @@ class EventMapper:
     def __init__(self) -> None:
         self.usage = Usage()
         self.interrupted = False
-        self._started: dict[str, float] = {}
+        self._started: dict[str, tuple[str, float]] = {}  # node:run_id -> (node, started)
         # Tool events do not carry the model's tool_call id at start; the model's message does.
         self._pending_calls: dict[str, deque[str]] = {}
         self._call_ids: dict[str, str] = {}
@@ -92,9 +92,9 @@ class EventMapper:
             step = metadata.get("langgraph_step")
             key = f"{node}:{raw['run_id']}"
             if kind == "on_chain_start":
-                self._started[key] = time.monotonic()
+                self._started[key] = (node, time.monotonic())
                 return [("node_start", {"node": node, "step": step})]
-            started = self._started.pop(key, time.monotonic())
+            _, started = self._started.pop(key, (node, time.monotonic()))
             elapsed = round((time.monotonic() - started) * 1000, 1)
             return [
                 ("update", {"node": node, "values": _values(raw["data"].get("output"))}),
@@ -148,10 +148,14 @@ class EventMapper:
         if not isinstance(chunk, dict) or "__interrupt__" not in chunk:
             return []
         self.interrupted = True
+        # The node that called interrupt() started and never ended: the newest open one.
+        node = next(reversed(self._started.values()))[0] if self._started else None
         out: Mapped = []
         for item in chunk["__interrupt__"]:
-            value = item.value if isinstance(item, Interrupt) else item
-            out.append(("interrupt", {"node": None, "value": to_jsonable(value)}))
+            data = {"node": node, "value": to_jsonable(getattr(item, "value", item))}
+            if isinstance(item, Interrupt):
+                data["id"] = item.id
+            out.append(("interrupt", data))
         return out
 
 

@@ -69,6 +69,14 @@ class MemoryEventLog:
         self._closed = False
         self._signal: asyncio.Event | None = None
 
+    @classmethod
+    def of(cls, events: list[Event]) -> MemoryEventLog:
+        """A closed log holding `events` (a finished run read back from the store)."""
+        log = cls()
+        log._events = events
+        log._closed = True
+        return log
+
     @property
     def closed(self) -> bool:
         return self._closed

@@ -14,6 +14,13 @@ Design record
   stream (see app/runs/limits.py).
 - `CancelledError` is never swallowed: the run task lets it propagate; the done callback reads
   `task.cancelled()`.
+- Every run is stored (app/store, written by app/runs/persist.py): its record when it starts and
+  ends, its events in batches. Finished runs stay in memory only in a small cache
+  (FINISHED_RUNS_CACHED); older ones are read back from the store on demand.
+- Rollback: a `Mark` of the thread is taken before the run starts. A rollback cancel holds the
+  `end` back until the thread is restored, so a client that sees `end` sees the old state.
+- Shutdown (`drain`): new runs are refused at once, running ones get the grace period to end on
+  their own, then are cancelled with reason `shutdown`; each one's `end` reaches its streams.
 """
 
 from __future__ import annotations
@@ -29,16 +36,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.types import Command
 
-from app.errors import InvalidInput, NotFound, ThreadBusy, TooManyRuns
+from app.errors import Conflict, InvalidInput, NotFound, ShuttingDown, TooManyRuns
 from app.registry import GraphEntry, GraphRegistry
+from app.runs import rollback
 from app.runs.events import INCLUDE_TYPES, EventMapper
 from app.runs.failures import classify
 from app.runs.limits import RunGuard
-from app.runs.log import MemoryEventLog
+from app.runs.log import Event, MemoryEventLog
+from app.runs.persist import Persister
 from app.runs.record import RunRecord, RunStatus
 from app.settings import Settings
+from app.store import RunStore
 
 log = logging.getLogger("app.runs")
 
@@ -65,14 +76,27 @@ class RunRequest:
 class Run:
     """A run in progress or recently finished: its record, event log and task."""
 
-    def __init__(self, record: RunRecord, guard: RunGuard) -> None:
+    def __init__(self, record: RunRecord, guard: RunGuard, mark: rollback.Mark | None) -> None:
         self.record = record
         self.log = MemoryEventLog()
         self.guard = guard
+        self.mark = mark
         self.mapper = EventMapper()
         self.task: asyncio.Task[None] | None = None
         self.cancel_reason: str | None = None
+        self.stopping: asyncio.Task[None] | None = None
+        self.hold_end = False
         self.finalized = False
+        self.persisted = 0  # the last event id written to the store
+
+    @classmethod
+    def stored(cls, record: RunRecord, events: list[Event]) -> Run:
+        """A finished run read back from the store: its record and its closed event log."""
+        run = cls(record, RunGuard(1), None)
+        run.log = MemoryEventLog.of(events)
+        run.finalized = True
+        run.persisted = run.log.last_id
+        return run
 
     @property
     def run_id(self) -> str:
@@ -84,23 +108,59 @@ class Run:
 
 
 class RunManager:
-    def __init__(self, settings: Settings, registry: GraphRegistry, context: Any) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        registry: GraphRegistry,
+        context: Any,
+        store: RunStore,
+        checkpointer: BaseCheckpointSaver[Any],
+    ) -> None:
         self._settings = settings
         self._registry = registry
         self._context = context
+        self._store = store
+        self._checkpointer = checkpointer
         self._active: dict[str, Run] = {}
         self._threads: dict[str, str] = {}
         self._finished: OrderedDict[str, Run] = OrderedDict()
         self._background: set[asyncio.Task[Any]] = set()
         self._closing = False
+        self._persister = Persister(
+            store, self._active.values, settings.event_flush_s, settings.run_retention_s
+        )
+
+    async def open(self) -> list[str]:
+        """Recover runs a dead process left `running`, start the persister; return their ids."""
+        recovered = await self._store.recover()
+        for run_id in recovered:
+            log.warning("run %s was cut off by a restart: reported failed", run_id)
+        self._persister.start()
+        return recovered
 
     # -- lookup ----------------------------------------------------------------------------
 
-    def get(self, run_id: str) -> Run:
+    async def get(self, run_id: str) -> Run:
         run = self._active.get(run_id) or self._finished.get(run_id)
-        if run is None:
+        if run is not None:
+            return run
+        record = await self._store.load_record(run_id)
+        if record is None:
             raise NotFound(f"no run with id {run_id!r}", code="run_not_found")
+        run = self._active.get(run_id) or self._finished.get(run_id)
+        if run is None:  # still not loaded by someone else while we awaited
+            run = Run.stored(record, await self._store.load_events(run_id))
+            self._remember(run)
         return run
+
+    def active_run_on(self, thread_id: str) -> str | None:
+        return self._threads.get(thread_id)
+
+    async def thread_graph(self, thread_id: str) -> str | None:
+        run_id = self._threads.get(thread_id)
+        if run_id is not None:
+            return self._active[run_id].record.graph
+        return await self._store.thread_graph(thread_id)
 
     @property
     def active_count(self) -> int:
@@ -109,36 +169,52 @@ class RunManager:
     # -- start -----------------------------------------------------------------------------
 
     async def start(self, graph: GraphEntry, request: RunRequest) -> Run:
-        if self._closing:
-            raise TooManyRuns("the server is shutting down", code="shutting_down")
-        if len(self._active) >= self._settings.max_concurrent_runs:
-            raise TooManyRuns(
-                f"{self._settings.max_concurrent_runs} runs are already in progress; retry shortly"
-            )
+        self._check_capacity()
         thread_id = request.thread_id or str(uuid.uuid4())
-        if thread_id in self._threads:
-            raise ThreadBusy(
-                f"thread {thread_id!r} already has a run in progress ({self._threads[thread_id]})"
-            )
+        self._check_thread_free(thread_id)
         config = self._config(request, thread_id)
         payload: Any = request.input
+        mark: rollback.Mark | None = rollback.Mark(thread_id, None, frozenset())
+        if request.thread_id is not None:
+            # An existing thread: same graph, in a state this request can continue from.
+            owner = await self.thread_graph(thread_id)
+            if owner is not None and owner != graph.name:
+                raise Conflict(
+                    f"thread {thread_id!r} belongs to graph {owner!r}, not {graph.name!r}",
+                    code="thread_graph_mismatch",
+                )
+            state = await graph.compiled.aget_state(config)
+            if request.resuming:
+                if not state.interrupts:
+                    raise Conflict(
+                        f"thread {thread_id!r} is not paused; there is nothing to resume",
+                        code="thread_not_paused",
+                    )
+            elif payload is None and not state.values and not state.next:
+                raise InvalidInput("input: required (thread has no checkpoint to continue)")
+            mark = await self._mark(thread_id)
+        elif payload is None:
+            raise InvalidInput("input: required (a new thread has nothing to continue)")
         if request.resuming:
             payload = Command(resume=request.resume)
-        elif payload is None:
-            state = await graph.compiled.aget_state(config)
-            if not state.values and not state.next:
-                raise InvalidInput("input: required (thread has no checkpoint to continue)")
-        if thread_id in self._threads:  # re-check: aget_state awaited
-            raise ThreadBusy(f"thread {thread_id!r} already has a run in progress")
+        self._check_capacity()  # re-check: the lookups above awaited
+        self._check_thread_free(thread_id)
 
         record = RunRecord(run_id=str(uuid.uuid4()), graph=graph.name, thread_id=thread_id)
-        run = Run(record, RunGuard(request.max_tokens or self._settings.max_tokens_per_run))
+        guard = RunGuard(request.max_tokens or self._settings.max_tokens_per_run)
+        run = Run(record, guard, mark)
         config["callbacks"] = [run.guard]
         run.log.append(
             "metadata", {"run_id": record.run_id, "thread_id": thread_id, "graph": graph.name}
         )
         self._active[record.run_id] = run
         self._threads[thread_id] = record.run_id
+        try:
+            await self._store.save_record(record)
+        except BaseException:
+            del self._active[record.run_id]
+            del self._threads[thread_id]
+            raise
         timeout = request.timeout_s or self._settings.run_timeout_s
         run.task = asyncio.create_task(
             self._execute(run, graph, payload, config, timeout), name=f"run:{record.run_id}"
@@ -146,6 +222,27 @@ class RunManager:
         run.task.add_done_callback(lambda task: self._finalize(run, task))
         log.info("run %s started: graph=%s thread=%s", record.run_id, graph.name, thread_id)
         return run
+
+    def _check_capacity(self) -> None:
+        if self._closing:
+            raise ShuttingDown("the server is shutting down and takes no new runs")
+        if len(self._active) >= self._settings.max_concurrent_runs:
+            raise TooManyRuns(
+                f"{self._settings.max_concurrent_runs} runs are already in progress; retry shortly"
+            )
+
+    def _check_thread_free(self, thread_id: str) -> None:
+        if thread_id in self._threads:
+            raise Conflict(
+                f"thread {thread_id!r} already has a run in progress ({self._threads[thread_id]});"
+                " wait for its end or cancel it"
+            )
+
+    async def _mark(self, thread_id: str) -> rollback.Mark | None:
+        try:
+            return await rollback.mark(self._checkpointer, thread_id)
+        except rollback.RollbackUnsupported:
+            return None
 
     def _config(self, request: RunRequest, thread_id: str) -> RunnableConfig:
         extra = request.config
@@ -183,7 +280,7 @@ class RunManager:
 
     def _finalize(self, run: Run, task: asyncio.Task[None] | None, forced: bool = False) -> None:
         """Write `error`/`end` and retire the run. Called once, when its task has ended."""
-        if run.finalized:
+        if run.finalized or (run.hold_end and not forced):
             return
         run.finalized = True
         run.guard.stop()
@@ -229,9 +326,8 @@ class RunManager:
         self._active.pop(record.run_id, None)
         if self._threads.get(record.thread_id) == record.run_id:
             del self._threads[record.thread_id]
-        self._finished[record.run_id] = run
-        while len(self._finished) > self._settings.finished_runs_kept:
-            self._finished.popitem(last=False)
+        self._remember(run)
+        self._persister.finished(run)
         log.info(
             "run %s ended: %s (%s) in %.0f ms",
             record.run_id,
@@ -240,19 +336,56 @@ class RunManager:
             record.elapsed_ms or 0,
         )
 
+    def _remember(self, run: Run) -> None:
+        self._finished[run.run_id] = run
+        self._finished.move_to_end(run.run_id)
+        while len(self._finished) > self._settings.finished_runs_cached:
+            self._finished.popitem(last=False)
+
     # -- cancel ----------------------------------------------------------------------------
 
-    async def cancel(self, run_id: str, reason: str = "cancelled") -> Run:
-        """Stop a run and return once it has really ended (idempotent)."""
-        run = self.get(run_id)
+    async def cancel(self, run_id: str, reason: str = "cancelled", roll_back: bool = False) -> Run:
+        """Stop a run and return once it has really ended (idempotent).
+
+        `roll_back`: also restore the thread to what it was before the run. Only the first
+        cancel of a run decides how it ends; repeating it changes nothing.
+        """
+        run = await self.get(run_id)
         if run.done:
             return run
-        if run.cancel_reason is None:
-            run.cancel_reason = reason
-        await self._stop(run)
+        if run.stopping is None:
+            if roll_back and run.mark is None:
+                raise InvalidInput(
+                    "action: 'rollback' is not supported with this checkpointer",
+                    code="unsupported_action",
+                )
+            run.cancel_reason = run.cancel_reason or ("rollback" if roll_back else reason)
+            run.hold_end = roll_back
+            run.stopping = asyncio.create_task(self._stop(run), name=f"stop:{run_id}")
+        await asyncio.shield(run.stopping)
         return run
 
     async def _stop(self, run: Run) -> None:
+        await self._cancel_task(run)
+        rolled_back = False
+        if run.hold_end and run.mark is not None:
+            try:
+                await rollback.rollback(self._checkpointer, run.mark)
+                rolled_back = True
+                log.info("run %s rolled back thread %s", run.run_id, run.mark.thread_id)
+            except Exception:
+                log.exception(
+                    "run %s: rollback failed; the thread keeps its checkpoints", run.run_id
+                )
+                run.cancel_reason = "rollback_failed"
+        run.hold_end = False
+        # The done callback has run already (or held the end back for the rollback), unless the
+        # task would not end at all; either way, make the end visible now.
+        task = run.task
+        done = task is not None and task.done()
+        self._finalize(run, task if done else None, forced=rolled_back or not done)
+
+    async def _cancel_task(self, run: Run) -> None:
         run.guard.stop()
         task = run.task
         assert task is not None
@@ -274,7 +407,6 @@ class RunManager:
                     elapsed,
                     attempt,
                 )
-                self._finalize(run, None, forced=True)
                 return
             log.warning(
                 "run %s still running after cancel #%d (%.2fs); cancelling again",
@@ -283,8 +415,6 @@ class RunManager:
                 elapsed,
             )
             wait = min(wait * 2, 0.5)
-        # The done callback runs on the next loop iteration; make the end visible now.
-        self._finalize(run, task)
 
     def cancel_soon(self, run: Run, reason: str) -> None:
         """Cancel without waiting (from a disconnect handler, which must not await)."""
@@ -294,13 +424,27 @@ class RunManager:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def close(self) -> None:
-        """Shutdown: refuse new runs, cancel the running ones, wait until they have ended."""
+    async def drain(self, grace_s: float) -> None:
+        """SIGTERM: refuse new runs; let running ones end within `grace_s`, then cancel them."""
         self._closing = True
-        runs = list(self._active.values())
-        for run in runs:
-            if run.cancel_reason is None:
-                run.cancel_reason = "shutdown"
-        await asyncio.gather(*(self._stop(run) for run in runs), return_exceptions=True)
+        runs = [run.task for run in self._active.values() if run.task is not None]
+        if runs:
+            log.info("shutdown: %d runs in progress get %.1fs to end", len(runs), grace_s)
+            await asyncio.wait(runs, timeout=grace_s)
+        await self._cancel_all()
+
+    async def close(self) -> None:
+        """Lifespan end: refuse new runs, cancel the running ones, write everything out."""
+        self._closing = True
+        await self._cancel_all()
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
+        await self._persister.stop()
+
+    async def _cancel_all(self) -> None:
+        runs = list(self._active)
+        if runs:
+            log.warning("shutdown: cancelling %d runs", len(runs))
+        await asyncio.gather(
+            *(self.cancel(run_id, "shutdown") for run_id in runs), return_exceptions=True
+        )

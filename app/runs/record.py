@@ -56,9 +56,40 @@ class RunRecord:
             "events": self.events,
         }
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunRecord:
+        """A record read back from the store (the inverse of `as_dict`)."""
+        fields = {k: v for k, v in data.items() if k in _STORED}
+        return cls(**{**fields, "status": RunStatus(data["status"])})
+
+    def interrupted(self, code: str, message: str) -> None:
+        """The process died under this run: it failed, and nobody knows how long it ran."""
+        self.status = RunStatus.FAILED
+        self.reason = code
+        self.error = {"code": code, "message": message}
+        self.ended_at = _now()
+        self.elapsed_ms = None
+
     def finish(self, status: RunStatus, reason: str, usage: dict[str, int]) -> None:
         self.status = status
         self.reason = reason
         self.usage = usage
         self.ended_at = _now()
         self.elapsed_ms = self.since_start_ms()
+
+
+_STORED = frozenset(
+    (
+        "run_id",
+        "graph",
+        "thread_id",
+        "created_at",
+        "ended_at",
+        "elapsed_ms",
+        "first_token_ms",
+        "reason",
+        "error",
+        "usage",
+        "events",
+    )
+)

@@ -35,8 +35,11 @@ class SSE:
 
 
 class LiveServer:
-    def __init__(self, tmp: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, tmp: Path, env: dict[str, str] | None = None, args: tuple[str, ...] = ()
+    ) -> None:
         self.port = free_port()
+        self.args = args
         self.log_path = tmp / f"server-{self.port}.log"
         self.env = {
             **{k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")},
@@ -44,6 +47,7 @@ class LiveServer:
             "GRAPHS_DIR": "graphs,tests/graphs",
             "OFFLINE_TOKEN_DELAY_S": "0.005",
             "LOG_LEVEL": "INFO",
+            "SHUTDOWN_GRACE_S": "2",
             **(env or {}),
         }
         self.proc: subprocess.Popen[bytes] | None = None
@@ -64,6 +68,7 @@ class LiveServer:
                 "127.0.0.1",
                 "--port",
                 str(self.port),
+                *self.args,
             ],
             cwd=ROOT,
             env=self.env,
@@ -101,6 +106,11 @@ class LiveServer:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
         raise RuntimeError("no VmRSS")
+
+    def signal(self, sig: signal.Signals) -> None:
+        """Send `sig` (SIGTERM for a graceful stop, SIGKILL for a crash)."""
+        assert self.proc is not None
+        self.proc.send_signal(sig)
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

@@ -1,0 +1,104 @@
+"""The persister: copies runs' records and events from memory to the `RunStore`, off the hot path.
+
+One background task does all the writing, so the store sees one writer and the run tasks never
+wait on the disk: a run appends to its in-memory log as before, and every `EVENT_FLUSH_S` the
+persister writes what each live run appended since the last pass. A run that ends is handed over
+with `finished()` and written out completely on the next pass (woken at once). What a crash can
+lose is at most the last `EVENT_FLUSH_S` of a live run's events; restart recovery closes that
+run's stored log with `error`/`end` after the last event that reached the disk.
+
+Also here: the retention sweep (`purge`) once at start and then hourly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+from app.store import RunStore
+
+if TYPE_CHECKING:
+    from app.runs.manager import Run
+
+log = logging.getLogger("app.runs.persist")
+
+PURGE_EVERY_S = 3600.0
+
+
+class Persister:
+    def __init__(
+        self,
+        store: RunStore,
+        live_runs: Callable[[], Iterable[Run]],
+        flush_s: float,
+        retention_s: float,
+    ) -> None:
+        self._store = store
+        self._live_runs = live_runs
+        self._flush_s = flush_s
+        self._retention_s = retention_s
+        self._ended: dict[str, Run] = {}
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._task: asyncio.Task[None] | None = None
+        self._next_purge = 0.0
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="persister")
+
+    def finished(self, run: Run) -> None:
+        """`run` has ended: write all of it (record and remaining events) on the next pass."""
+        self._ended[run.run_id] = run
+        self._wake.set()
+
+    async def stop(self) -> None:
+        """Write everything still pending, then end the loop."""
+        self._stopping = True
+        self._wake.set()
+        if self._task is not None:
+            await self._task
+
+    async def _loop(self) -> None:
+        while True:
+            waiter = asyncio.ensure_future(self._wake.wait())
+            try:
+                await asyncio.wait({waiter}, timeout=self._flush_s)
+            finally:
+                waiter.cancel()
+            self._wake.clear()
+            try:
+                await self.flush()
+                if time.monotonic() >= self._next_purge:
+                    await self.purge()
+            except Exception:
+                # The disk or database failed; the runs keep streaming from memory. Try again
+                # on the next pass (inserts are idempotent) rather than losing the loop.
+                log.exception("writing runs to the store failed; retrying in %.1fs", self._flush_s)
+            if self._stopping:
+                return
+
+    async def flush(self) -> None:
+        for run in list(self._live_runs()):
+            await self._write_events(run)
+        while self._ended:
+            run_id, run = next(iter(self._ended.items()))
+            await self._write_events(run)
+            await self._store.save_record(run.record)
+            del self._ended[run_id]
+
+    async def purge(self) -> None:
+        self._next_purge = time.monotonic() + PURGE_EVERY_S
+        cutoff = datetime.now(UTC) - timedelta(seconds=self._retention_s)
+        removed = await self._store.purge(cutoff.isoformat(timespec="milliseconds"))
+        if removed:
+            log.info("retention: forgot %d runs that ended before %s", removed, cutoff)
+
+    async def _write_events(self, run: Run) -> None:
+        batch = run.log.after(run.persisted, run.log.last_id)
+        if batch:
+            await self._store.append_events(run.run_id, batch)
+            run.persisted = batch[-1].id

@@ -1,0 +1,67 @@
+"""The in-process store (`DATABASE_URL=memory://`): same contract, gone with the process."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from app.runs.log import Event
+from app.runs.record import RunRecord, RunStatus
+from app.store import INTERRUPTED_BY_RESTART, INTERRUPTED_MESSAGE, interrupted_events
+
+
+class MemoryRunStore:
+    def __init__(self) -> None:
+        self._records: dict[str, dict[str, object]] = {}
+        self._events: dict[str, dict[int, Event]] = {}
+
+    async def save_record(self, record: RunRecord) -> None:
+        # A copy, as a database would hold: later changes to the live record are not stored.
+        self._records[record.run_id] = record.as_dict()
+
+    async def append_events(self, run_id: str, events: Sequence[Event]) -> None:
+        stored = self._events.setdefault(run_id, {})
+        for event in events:
+            stored.setdefault(event.id, event)
+
+    async def load_record(self, run_id: str) -> RunRecord | None:
+        data = self._records.get(run_id)
+        return RunRecord.from_dict(dict(data)) if data else None
+
+    async def load_events(self, run_id: str) -> list[Event]:
+        stored = self._events.get(run_id, {})
+        return [stored[i] for i in sorted(stored)]
+
+    async def thread_graph(self, thread_id: str) -> str | None:
+        runs = [r for r in self._records.values() if r["thread_id"] == thread_id]
+        if not runs:
+            return None
+        return str(max(runs, key=lambda r: str(r["created_at"]))["graph"])
+
+    async def recover(self) -> list[str]:
+        recovered = []
+        for run_id, data in list(self._records.items()):
+            if data["status"] != RunStatus.RUNNING.value:
+                continue
+            record = RunRecord.from_dict(dict(data))
+            record.interrupted(INTERRUPTED_BY_RESTART, INTERRUPTED_MESSAGE)
+            events = interrupted_events(record, max(self._events.get(run_id, {}), default=0))
+            record.events = events[-1].id
+            await self.append_events(run_id, events)
+            await self.save_record(record)
+            recovered.append(run_id)
+        return recovered
+
+    async def purge(self, ended_before: str) -> int:
+        old = [
+            run_id
+            for run_id, data in self._records.items()
+            if data["ended_at"] is not None and str(data["ended_at"]) < ended_before
+        ]
+        for run_id in old:
+            del self._records[run_id]
+            self._events.pop(run_id, None)
+        return len(old)
+
+    async def close(self) -> None:
+        self._records.clear()
+        self._events.clear()

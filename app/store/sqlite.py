@@ -1,0 +1,156 @@
+"""The embedded store: run records and event logs in the SQLite file that holds the checkpoints.
+
+Its own connection (aiosqlite, one thread) beside the checkpointer's; WAL mode lets the two and
+any reader work at once, and the busy timeout rides out the moments they both write.
+The schema is ours (tables prefixed `svc_`) and versioned: `MIGRATIONS[n]` takes the database
+from version n to n+1, applied in order at startup inside one transaction each.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+import orjson
+
+from app.runs.log import Event
+from app.runs.record import RunRecord, RunStatus
+from app.store import INTERRUPTED_BY_RESTART, INTERRUPTED_MESSAGE, interrupted_events
+
+MIGRATIONS: list[str] = [
+    # 0 -> 1: run records and event logs.
+    """
+    CREATE TABLE svc_runs (
+        run_id     TEXT PRIMARY KEY,
+        thread_id  TEXT NOT NULL,
+        graph      TEXT NOT NULL,
+        status     TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        ended_at   TEXT,
+        record     BLOB NOT NULL
+    );
+    CREATE INDEX svc_runs_by_thread ON svc_runs (thread_id, created_at);
+    CREATE INDEX svc_runs_by_status ON svc_runs (status);
+    CREATE INDEX svc_runs_by_end ON svc_runs (ended_at);
+    CREATE TABLE svc_run_events (
+        run_id TEXT NOT NULL,
+        id     INTEGER NOT NULL,
+        type   TEXT NOT NULL,
+        data   BLOB NOT NULL,
+        PRIMARY KEY (run_id, id)
+    ) WITHOUT ROWID;
+    """,
+]
+
+
+class SqliteRunStore:
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        self._conn = conn
+
+    @classmethod
+    async def open(cls, path: Path) -> SqliteRunStore:
+        conn = await aiosqlite.connect(path)
+        await conn.execute("PRAGMA journal_mode=WAL")
+        await conn.execute("PRAGMA busy_timeout=5000")
+        await conn.execute("PRAGMA synchronous=NORMAL")
+        store = cls(conn)
+        await store.migrate()
+        return store
+
+    async def migrate(self) -> int:
+        """Bring the schema to the newest version; return that version."""
+        await self._conn.execute("CREATE TABLE IF NOT EXISTS svc_schema (version INTEGER NOT NULL)")
+        async with self._conn.execute("SELECT version FROM svc_schema") as cursor:
+            row = await cursor.fetchone()
+        version = row[0] if row else 0
+        if row is None:
+            await self._conn.execute("INSERT INTO svc_schema (version) VALUES (0)")
+        for target, script in enumerate(MIGRATIONS[version:], start=version + 1):
+            await self._conn.executescript(
+                f"BEGIN; {script}; UPDATE svc_schema SET version = {target}; COMMIT;"
+            )
+        await self._conn.commit()
+        return len(MIGRATIONS)
+
+    async def save_record(self, record: RunRecord) -> None:
+        await self._conn.execute(
+            "INSERT OR REPLACE INTO svc_runs"
+            " (run_id, thread_id, graph, status, created_at, ended_at, record)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                record.run_id,
+                record.thread_id,
+                record.graph,
+                record.status.value,
+                record.created_at,
+                record.ended_at,
+                orjson.dumps(record.as_dict()),
+            ),
+        )
+        await self._conn.commit()
+
+    async def append_events(self, run_id: str, events: Sequence[Event]) -> None:
+        if not events:
+            return
+        await self._conn.executemany(
+            "INSERT OR IGNORE INTO svc_run_events (run_id, id, type, data) VALUES (?, ?, ?, ?)",
+            [(run_id, e.id, e.type, orjson.dumps(e.data)) for e in events],
+        )
+        await self._conn.commit()
+
+    async def load_record(self, run_id: str) -> RunRecord | None:
+        async with self._conn.execute(
+            "SELECT record FROM svc_runs WHERE run_id = ?", (run_id,)
+        ) as cursor:
+            row = await cursor.fetchone()
+        return RunRecord.from_dict(orjson.loads(row[0])) if row else None
+
+    async def load_events(self, run_id: str) -> list[Event]:
+        async with self._conn.execute(
+            "SELECT id, type, data FROM svc_run_events WHERE run_id = ? ORDER BY id", (run_id,)
+        ) as cursor:
+            rows: Any = await cursor.fetchall()
+        return [Event(i, t, orjson.loads(d)) for i, t, d in rows]
+
+    async def thread_graph(self, thread_id: str) -> str | None:
+        async with self._conn.execute(
+            "SELECT graph FROM svc_runs WHERE thread_id = ? ORDER BY created_at DESC LIMIT 1",
+            (thread_id,),
+        ) as cursor:
+            row = await cursor.fetchone()
+        return str(row[0]) if row else None
+
+    async def recover(self) -> list[str]:
+        async with self._conn.execute(
+            "SELECT r.record, (SELECT max(id) FROM svc_run_events e WHERE e.run_id = r.run_id)"
+            " FROM svc_runs r WHERE r.status = ?",
+            (RunStatus.RUNNING.value,),
+        ) as cursor:
+            rows: Any = await cursor.fetchall()
+        recovered = []
+        for raw, last_id in rows:
+            record = RunRecord.from_dict(orjson.loads(raw))
+            record.interrupted(INTERRUPTED_BY_RESTART, INTERRUPTED_MESSAGE)
+            events = interrupted_events(record, last_id or 0)
+            record.events = events[-1].id
+            await self.append_events(record.run_id, events)
+            await self.save_record(record)
+            recovered.append(record.run_id)
+        return recovered
+
+    async def purge(self, ended_before: str) -> int:
+        await self._conn.execute(
+            "DELETE FROM svc_run_events WHERE run_id IN"
+            " (SELECT run_id FROM svc_runs WHERE ended_at IS NOT NULL AND ended_at < ?)",
+            (ended_before,),
+        )
+        cursor = await self._conn.execute(
+            "DELETE FROM svc_runs WHERE ended_at IS NOT NULL AND ended_at < ?", (ended_before,)
+        )
+        await self._conn.commit()
+        return cursor.rowcount
+
+    async def close(self) -> None:
+        await self._conn.close()

@@ -1,0 +1,246 @@
+"""Process lifecycle with a real SQLite file: SIGKILL and restart, SIGTERM with open streams,
+records and replay across restarts, one process per database."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import _fake_upstream
+from tests.support.fake_openai import FakeOpenAI
+from tests.support.live import ROOT, SSE, LiveServer, RawSSEClient, parse_sse, stream_run
+
+
+def _env(fake: FakeOpenAI, db: Path, **settings: str) -> dict[str, str]:
+    return _fake_upstream(fake, DATABASE_URL=f"sqlite:///{db}", EVENT_FLUSH_S="0.1", **settings)
+
+
+def _replay(client: httpx.Client, run_id: str, last: int = 0) -> list[SSE]:
+    with client.stream(
+        "GET", f"/runs/{run_id}/stream", headers={"Last-Event-ID": str(last)}
+    ) as response:
+        assert response.status_code == 200, response.read()
+        return list(parse_sse(response.iter_lines()))
+
+
+def _assert_clean_exit(server: LiveServer, code: int) -> None:
+    """uvicorn re-raises the SIGTERM it handled once it has shut down, so a clean stop exits
+    "killed by SIGTERM" after the lifespan's shutdown completed."""
+    server.stop()
+    assert code in (0, -signal.SIGTERM), server.logs()
+    assert "Application shutdown complete" in server.logs()
+
+
+def _normalized(events: list[SSE]) -> tuple[list[tuple[Any, ...]], str]:
+    """Non-token events as they are, and all token text: a replay may merge tokens differently
+    from the live stream (API.md, backpressure), never change them."""
+    others = [(e.id, e.event, e.data) for e in events if e.event != "token"]
+    return others, "".join(e.data["text"] for e in events if e.event == "token")
+
+
+def test_a_run_killed_with_the_server_is_failed_after_restart_and_its_thread_continues(
+    fake: FakeOpenAI, tmp_path: Path
+) -> None:
+    db = tmp_path / "kill.db"
+    first = LiveServer(tmp_path, _env(fake, db)).start()
+    topic = "[[tokens=60]] [[delay=0.02]] tides"
+    with httpx.Client(base_url=first.url, timeout=30) as client:
+        run = client.post(
+            "/graphs/report/runs", json={"input": {"topic": topic}, "thread_id": "kill-1"}
+        ).json()
+        seen: list[SSE] = []
+        with client.stream("GET", run["stream_url"]) as response:
+            for event in parse_sse(response.iter_lines()):
+                seen.append(event)
+                if event.event == "token" and event.data["node"] == "write_section":
+                    break
+            time.sleep(0.3)  # a few flushes of the event log
+            first.signal(signal.SIGKILL)
+            first.wait_exit(10)
+            first.stop()
+
+    second = LiveServer(tmp_path, _env(fake, db)).start()
+    try:
+        with httpx.Client(base_url=second.url, timeout=30) as client:
+            record = client.get(f"/runs/{run['run_id']}").json()
+            assert record["status"] == "failed"
+            assert record["reason"] == "interrupted_by_restart"
+            assert record["error"]["code"] == "interrupted_by_restart"
+
+            replay = _replay(client, run["run_id"])
+            ids = [e.id or 0 for e in replay]
+            assert ids == sorted(set(ids))  # strictly increasing
+            # what the client saw before the kill is all still there
+            seen_others, seen_text = _normalized(seen)
+            others, text = _normalized(replay)
+            assert others[: len(seen_others)] == seen_others
+            assert text.startswith(seen_text)
+            assert [e.event for e in replay[-2:]] == ["error", "end"]
+            assert replay[-1].data["status"] == "failed"
+            # a client that reconnects with the id it last saw gets the rest and the failure
+            tail = _replay(client, run["run_id"], last=seen[-1].id or 0)
+            assert (tail[0].id or 0) > (seen[-1].id or 0)
+            assert _normalized(tail)[1] == text.removeprefix(seen_text)
+            assert [e.event for e in tail[-2:]] == ["error", "end"]
+
+            state = client.get("/threads/kill-1").json()
+            assert state["next"] == ["write_section"]  # the last completed checkpoint: plan
+            assert state["values"]["topic"] == topic
+            assert state["active_run_id"] is None
+
+            resumed = stream_run(client, "report", {"input": None, "thread_id": "kill-1"})
+            nodes = [e.data["node"] for e in resumed if e.event == "node_start"]
+            assert nodes[0] == "write_section" and nodes[-1] == "assemble"
+            assert resumed[-1].data["status"] == "completed"
+            assert client.get("/threads/kill-1").json()["values"]["report"].startswith("# ")
+        assert "cut off by a restart" in second.logs()
+    finally:
+        second.stop()
+
+
+def test_finished_runs_keep_their_records_and_replay_across_a_restart(
+    fake: FakeOpenAI, tmp_path: Path
+) -> None:
+    db = tmp_path / "keep.db"
+    first = LiveServer(tmp_path, _env(fake, db)).start()
+    with httpx.Client(base_url=first.url, timeout=30) as client:
+        completed = stream_run(client, "chat", {"input": {"query": "[[tokens=30]]"}})
+        paused = stream_run(client, "approval", {"input": {"request": "x"}, "thread_id": "keep-1"})
+        failed = stream_run(client, "chat", {"input": {"query": "[[fail=500]]"}})
+        runs = {e[0].data["run_id"]: e for e in (completed, paused, failed)}
+        records = {run_id: client.get(f"/runs/{run_id}").json() for run_id in runs}
+    first.signal(signal.SIGTERM)
+    _assert_clean_exit(first, first.wait_exit(10))
+
+    second = LiveServer(tmp_path, _env(fake, db)).start()
+    try:
+        with httpx.Client(base_url=second.url, timeout=30) as client:
+            for run_id, events in runs.items():
+                assert client.get(f"/runs/{run_id}").json() == records[run_id]
+                assert _normalized(_replay(client, run_id)) == _normalized(events)
+                last = events[-1].id
+                done = client.get(f"/runs/{run_id}/stream", headers={"Last-Event-ID": str(last)})
+                assert done.status_code == 204
+            # the paused approval resumes on the new process
+            resumed = stream_run(
+                client, "approval", {"thread_id": "keep-1", "resume": {"approved": True}}
+            )
+            assert resumed[-1].data["status"] == "completed"
+    finally:
+        second.stop()
+
+
+def _read_in_background(url: str, body: dict[str, Any], out: list[SSE]) -> threading.Thread:
+    def read() -> None:
+        with (
+            httpx.Client(base_url=url, timeout=30) as client,
+            client.stream("POST", "/graphs/chat/stream", json=body) as response,
+        ):
+            out.extend(parse_sse(response.iter_lines()))
+
+    thread = threading.Thread(target=read, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_sigterm_ends_every_open_stream_with_end_and_exits_within_the_grace(
+    fake: FakeOpenAI, tmp_path: Path
+) -> None:
+    grace = 3.0
+    db = tmp_path / "term.db"
+    server = LiveServer(tmp_path, _env(fake, db, SHUTDOWN_GRACE_S=str(grace))).start()
+    long_body = {"input": {"query": "[[tokens=2000]] [[delay=0.02]]"}}
+    short_body = {"input": {"query": "[[tokens=40]] [[delay=0.02]]"}}  # ~0.8 s: ends in the grace
+    streams: list[list[SSE]] = [[], [], []]
+    readers = [
+        _read_in_background(server.url, body, out)
+        for body, out in zip((long_body, long_body, short_body), streams, strict=True)
+    ]
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        stalled_run = client.post(
+            "/graphs/chat/runs", json={"input": {"query": "[[tokens=20000]] [[size=400]]"}}
+        ).json()
+    stalled = RawSSEClient(server.url, f"/runs/{stalled_run['run_id']}/stream", rcvbuf=1024)
+    deadline = time.monotonic() + 10
+    while not all(any(e.event == "token" for e in s) for s in streams):
+        assert time.monotonic() < deadline, "streams did not start"
+        time.sleep(0.02)
+
+    started = time.monotonic()
+    server.signal(signal.SIGTERM)
+    code = server.wait_exit(grace + 5)
+    took = time.monotonic() - started
+    for reader in readers:
+        reader.join(5)
+    stalled.close()
+
+    _assert_clean_exit(server, code)
+    assert took <= grace + 0.5, f"exit took {took:.2f}s with a {grace}s grace"
+    for events in streams[:2]:
+        assert events[-1].event == "end", [e.event for e in events[-3:]]
+        assert events[-1].data["status"] == "cancelled"
+        assert events[-1].data["reason"] == "shutdown"
+    assert streams[2][-1].event == "end" and streams[2][-1].data["status"] == "completed"
+
+    again = LiveServer(tmp_path, _env(fake, db)).start()
+    try:
+        with httpx.Client(base_url=again.url, timeout=30) as client:
+            record = client.get(f"/runs/{streams[0][0].data['run_id']}").json()
+            assert (record["status"], record["reason"]) == ("cancelled", "shutdown")
+    finally:
+        again.stop()
+
+
+def test_a_second_server_on_the_same_sqlite_file_is_refused(
+    fake: FakeOpenAI, tmp_path: Path
+) -> None:
+    db = tmp_path / "one.db"
+    first = LiveServer(tmp_path, _env(fake, db)).start()
+    try:
+        second = LiveServer(tmp_path, _env(fake, db)).start(wait=False)
+        assert second.wait_exit(30) != 0
+        second.stop()
+        logs = second.logs()
+        assert f"is already served by process {first.proc.pid if first.proc else ''}" in logs
+        assert "DATABASE_URL=postgresql" in logs
+        assert httpx.get(f"{first.url}/readyz").status_code == 200  # the first one is unharmed
+    finally:
+        first.stop()
+
+
+def test_several_workers_on_sqlite_are_refused(tmp_path: Path) -> None:
+    db = tmp_path / "workers.db"
+    server = LiveServer(tmp_path, {"DATABASE_URL": f"sqlite:///{db}"}, args=("--workers", "2"))
+    server.start(wait=False)
+    try:
+        code = server.wait_exit(60)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"uvicorn --workers 2 on SQLite kept running:\n{server.logs()}")
+    finally:
+        server.stop()
+    # uvicorn's supervisor stops (with status 0, its choice) once a worker fails to start;
+    # what matters is that nothing is left serving and the log says why.
+    assert code in (0, 3)
+    assert "2 workers requested" in server.logs()
+    assert "one worker process" in server.logs()
+
+
+def test_the_cli_entry_point_is_the_one_the_readme_gives() -> None:
+    """`python -m uvicorn app.main:app` is how the README and the tests start the server."""
+    out = subprocess.run(
+        [sys.executable, "-c", "import app.main; print(type(app.main.app).__name__)"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PATH": "/usr/bin:/bin", "DATABASE_URL": "memory://"},
+    )
+    assert out.stdout.strip() == "FastAPI"

@@ -1,0 +1,167 @@
+"""One contract for every `RunStore`: the SQLite store (a real file) and the memory store."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from app.runs.log import Event
+from app.runs.record import RunRecord, RunStatus
+from app.store import RunStore
+from app.store.memory import MemoryRunStore
+from app.store.sqlite import MIGRATIONS, SqliteRunStore
+
+T = TypeVar("T")
+Run = Callable[[Callable[[RunStore], Awaitable[T]]], T]
+
+
+@pytest.fixture(params=["sqlite", "memory"])
+def with_store(request: pytest.FixtureRequest, tmp_path: Path) -> Run[Any]:
+    """`with_store(fn)` runs `await fn(store)` on a fresh store of each kind."""
+
+    def run(fn: Callable[[RunStore], Awaitable[T]]) -> T:
+        async def main() -> T:
+            store: RunStore
+            if request.param == "sqlite":
+                store = await SqliteRunStore.open(tmp_path / "runs.db")
+            else:
+                store = MemoryRunStore()
+            try:
+                return await fn(store)
+            finally:
+                await store.close()
+
+        return asyncio.run(main())
+
+    return run
+
+
+def _record(run_id: str, thread: str = "t", graph: str = "chat", **kw: Any) -> RunRecord:
+    return RunRecord(run_id=run_id, graph=graph, thread_id=thread, **kw)
+
+
+def _events(run_id: str, n: int) -> list[Event]:
+    meta = Event(1, "metadata", {"run_id": run_id, "thread_id": "t", "graph": "chat"})
+    return [meta] + [
+        Event(i, "token", {"text": f"w{i} ", "message_id": "m"}) for i in range(2, n + 1)
+    ]
+
+
+def test_a_saved_record_reads_back_equal(with_store: Run[Any]) -> None:
+    async def check(store: RunStore) -> None:
+        record = _record("r1", first_token_ms=3.5, usage={"input_tokens": 2})
+        record.finish(RunStatus.COMPLETED, "done", {"input_tokens": 2, "output_tokens": 5})
+        await store.save_record(record)
+        loaded = await store.load_record("r1")
+        assert loaded is not None
+        assert loaded.as_dict() == record.as_dict()
+        assert await store.load_record("nope") is None
+
+    with_store(check)
+
+
+def test_a_record_saved_again_replaces_the_old_one(with_store: Run[Any]) -> None:
+    async def check(store: RunStore) -> None:
+        record = _record("r1")
+        await store.save_record(record)
+        record.finish(RunStatus.CANCELLED, "rollback", {})
+        await store.save_record(record)
+        loaded = await store.load_record("r1")
+        assert loaded is not None and loaded.status is RunStatus.CANCELLED
+        assert loaded.reason == "rollback"
+
+    with_store(check)
+
+
+def test_events_read_back_in_order_and_appending_twice_changes_nothing(
+    with_store: Run[Any],
+) -> None:
+    async def check(store: RunStore) -> None:
+        events = _events("r1", 5)
+        await store.append_events("r1", events[:3])
+        await store.append_events("r1", events[2:])  # event 3 again: a retried flush
+        loaded = await store.load_events("r1")
+        assert [(e.id, e.type, e.data) for e in loaded] == [(e.id, e.type, e.data) for e in events]
+        assert loaded[1].frame == events[1].frame
+        assert await store.load_events("other") == []
+
+    with_store(check)
+
+
+def test_a_thread_belongs_to_the_graph_of_its_newest_run(with_store: Run[Any]) -> None:
+    async def check(store: RunStore) -> None:
+        await store.save_record(_record("r1", thread="t1", graph="chat", created_at="2026-01-01"))
+        await store.save_record(_record("r2", thread="t1", graph="agent", created_at="2026-01-02"))
+        assert await store.thread_graph("t1") == "agent"
+        assert await store.thread_graph("unknown") is None
+
+    with_store(check)
+
+
+def test_recover_fails_running_runs_and_closes_their_logs(with_store: Run[Any]) -> None:
+    async def check(store: RunStore) -> None:
+        await store.save_record(_record("live", usage={"output_tokens": 3}))
+        await store.append_events("live", _events("live", 4))
+        await store.save_record(_record("silent"))  # killed before any event reached the disk
+        done = _record("done")
+        done.finish(RunStatus.COMPLETED, "done", {})
+        await store.save_record(done)
+
+        assert sorted(await store.recover()) == ["live", "silent"]
+
+        live = await store.load_record("live")
+        assert live is not None and live.status is RunStatus.FAILED
+        assert live.reason == "interrupted_by_restart"
+        assert live.error is not None and live.error["code"] == "interrupted_by_restart"
+        assert live.ended_at is not None and live.events == 6
+        tail = (await store.load_events("live"))[-2:]
+        assert [(e.id, e.type) for e in tail] == [(5, "error"), (6, "end")]
+        assert tail[1].data["status"] == "failed"
+        assert tail[1].data["reason"] == "interrupted_by_restart"
+
+        silent = await store.load_events("silent")
+        assert [(e.id, e.type) for e in silent] == [(1, "metadata"), (2, "error"), (3, "end")]
+        again = await store.load_record("done")
+        assert again is not None and again.status is RunStatus.COMPLETED
+        assert await store.recover() == []  # nothing left running
+
+    with_store(check)
+
+
+def test_purge_forgets_only_runs_that_ended_before_the_cutoff(with_store: Run[Any]) -> None:
+    async def check(store: RunStore) -> None:
+        old, new, running = _record("old"), _record("new"), _record("running")
+        old.finish(RunStatus.COMPLETED, "done", {})
+        new.finish(RunStatus.COMPLETED, "done", {})
+        old.ended_at = "2020-01-01T00:00:00.000+00:00"
+        for record in (old, new, running):
+            await store.save_record(record)
+            await store.append_events(record.run_id, _events(record.run_id, 2))
+        assert await store.purge("2021-01-01T00:00:00.000+00:00") == 1
+        assert await store.load_record("old") is None
+        assert await store.load_events("old") == []
+        assert await store.load_record("new") is not None
+        assert await store.load_record("running") is not None
+
+    with_store(check)
+
+
+def test_sqlite_store_survives_reopening_and_migrates_once(tmp_path: Path) -> None:
+    async def main() -> None:
+        store = await SqliteRunStore.open(tmp_path / "runs.db")
+        await store.save_record(_record("r1"))
+        await store.append_events("r1", _events("r1", 3))
+        await store.close()
+        reopened = await SqliteRunStore.open(tmp_path / "runs.db")
+        try:
+            assert await reopened.migrate() == len(MIGRATIONS)
+            assert (await reopened.load_record("r1")) is not None
+            assert len(await reopened.load_events("r1")) == 3
+        finally:
+            await reopened.close()
+
+    asyncio.run(main())
