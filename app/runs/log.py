@@ -19,6 +19,8 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+import orjson
+
 from app.sse.encoder import encode_json
 
 
@@ -32,6 +34,14 @@ class Event:
         self.type = event_type
         self.data = data
         self._frame: bytes | None = None
+
+    @classmethod
+    def from_frame(cls, event_id: int, event_type: str, frame: bytes) -> Event:
+        """An event read back from the store, which keeps the frame bytes clients were sent."""
+        start = frame.index(b"\ndata: ") + 7
+        event = cls(event_id, event_type, orjson.loads(frame[start:].rstrip(b"\n")))
+        event._frame = frame
+        return event
 
     @property
     def frame(self) -> bytes:

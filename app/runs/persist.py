@@ -82,13 +82,17 @@ class Persister:
                 return
 
     async def flush(self) -> None:
-        for run in list(self._live_runs()):
-            await self._write_events(run)
-        while self._ended:
-            run_id, run = next(iter(self._ended.items()))
-            await self._write_events(run)
+        """One write for the new events of every run, then the records of ended runs."""
+        ended = list(self._ended.values())
+        runs = [*self._live_runs(), *ended]
+        batches = [(run, run.log.after(run.persisted, run.log.last_id)) for run in runs]
+        batches = [(run, events) for run, events in batches if events]
+        await self._store.append_events([(run.run_id, events) for run, events in batches])
+        for run, events in batches:
+            run.persisted = events[-1].id
+        for run in ended:
             await self._store.save_record(run.record)
-            del self._ended[run_id]
+            del self._ended[run.run_id]
 
     async def purge(self) -> None:
         self._next_purge = time.monotonic() + PURGE_EVERY_S
@@ -96,9 +100,3 @@ class Persister:
         removed = await self._store.purge(cutoff.isoformat(timespec="milliseconds"))
         if removed:
             log.info("retention: forgot %d runs that ended before %s", removed, cutoff)
-
-    async def _write_events(self, run: Run) -> None:
-        batch = run.log.after(run.persisted, run.log.last_id)
-        if batch:
-            await self._store.append_events(run.run_id, batch)
-            run.persisted = batch[-1].id

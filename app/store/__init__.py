@@ -33,8 +33,9 @@ class RunStore(Protocol):
     async def save_record(self, record: RunRecord) -> None:
         """Insert or replace the run's record."""
 
-    async def append_events(self, run_id: str, events: Sequence[Event]) -> None:
-        """Store events of the run (an event already stored is left as it is)."""
+    async def append_events(self, batches: Sequence[tuple[str, Sequence[Event]]]) -> None:
+        """Store events of runs, `(run_id, events)` pairs in one write (an event already stored
+        is left as it is, so a retried write is harmless)."""
 
     async def load_record(self, run_id: str) -> RunRecord | None: ...
 

@@ -18,10 +18,11 @@ class MemoryRunStore:
         # A copy, as a database would hold: later changes to the live record are not stored.
         self._records[record.run_id] = record.as_dict()
 
-    async def append_events(self, run_id: str, events: Sequence[Event]) -> None:
-        stored = self._events.setdefault(run_id, {})
-        for event in events:
-            stored.setdefault(event.id, event)
+    async def append_events(self, batches: Sequence[tuple[str, Sequence[Event]]]) -> None:
+        for run_id, events in batches:
+            stored = self._events.setdefault(run_id, {})
+            for event in events:
+                stored.setdefault(event.id, event)
 
     async def load_record(self, run_id: str) -> RunRecord | None:
         data = self._records.get(run_id)
@@ -46,7 +47,7 @@ class MemoryRunStore:
             record.interrupted(INTERRUPTED_BY_RESTART, INTERRUPTED_MESSAGE)
             events = interrupted_events(record, max(self._events.get(run_id, {}), default=0))
             record.events = events[-1].id
-            await self.append_events(run_id, events)
+            await self.append_events([(run_id, events)])
             await self.save_record(record)
             recovered.append(run_id)
         return recovered

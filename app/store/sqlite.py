@@ -38,7 +38,7 @@ MIGRATIONS: list[str] = [
         run_id TEXT NOT NULL,
         id     INTEGER NOT NULL,
         type   TEXT NOT NULL,
-        data   BLOB NOT NULL,
+        frame  BLOB NOT NULL,
         PRIMARY KEY (run_id, id)
     ) WITHOUT ROWID;
     """,
@@ -91,12 +91,15 @@ class SqliteRunStore:
         )
         await self._conn.commit()
 
-    async def append_events(self, run_id: str, events: Sequence[Event]) -> None:
-        if not events:
+    async def append_events(self, batches: Sequence[tuple[str, Sequence[Event]]]) -> None:
+        # The frame bytes clients get (encoded once, cached on the event) are what is stored:
+        # no second serialization, and a replay after a restart sends the same bytes.
+        rows = [(run_id, e.id, e.type, e.frame) for run_id, events in batches for e in events]
+        if not rows:
             return
         await self._conn.executemany(
-            "INSERT OR IGNORE INTO svc_run_events (run_id, id, type, data) VALUES (?, ?, ?, ?)",
-            [(run_id, e.id, e.type, orjson.dumps(e.data)) for e in events],
+            "INSERT OR IGNORE INTO svc_run_events (run_id, id, type, frame) VALUES (?, ?, ?, ?)",
+            rows,
         )
         await self._conn.commit()
 
@@ -109,10 +112,10 @@ class SqliteRunStore:
 
     async def load_events(self, run_id: str) -> list[Event]:
         async with self._conn.execute(
-            "SELECT id, type, data FROM svc_run_events WHERE run_id = ? ORDER BY id", (run_id,)
+            "SELECT id, type, frame FROM svc_run_events WHERE run_id = ? ORDER BY id", (run_id,)
         ) as cursor:
             rows: Any = await cursor.fetchall()
-        return [Event(i, t, orjson.loads(d)) for i, t, d in rows]
+        return [Event.from_frame(i, t, bytes(f)) for i, t, f in rows]
 
     async def thread_graph(self, thread_id: str) -> str | None:
         async with self._conn.execute(
@@ -135,7 +138,7 @@ class SqliteRunStore:
             record.interrupted(INTERRUPTED_BY_RESTART, INTERRUPTED_MESSAGE)
             events = interrupted_events(record, last_id or 0)
             record.events = events[-1].id
-            await self.append_events(record.run_id, events)
+            await self.append_events([(record.run_id, events)])
             await self.save_record(record)
             recovered.append(record.run_id)
         return recovered

@@ -82,8 +82,8 @@ def test_events_read_back_in_order_and_appending_twice_changes_nothing(
 ) -> None:
     async def check(store: RunStore) -> None:
         events = _events("r1", 5)
-        await store.append_events("r1", events[:3])
-        await store.append_events("r1", events[2:])  # event 3 again: a retried flush
+        await store.append_events([("r1", events[:3]), ("other", [])])
+        await store.append_events([("r1", events[2:])])  # event 3 again: a retried flush
         loaded = await store.load_events("r1")
         assert [(e.id, e.type, e.data) for e in loaded] == [(e.id, e.type, e.data) for e in events]
         assert loaded[1].frame == events[1].frame
@@ -105,7 +105,7 @@ def test_a_thread_belongs_to_the_graph_of_its_newest_run(with_store: Run[Any]) -
 def test_recover_fails_running_runs_and_closes_their_logs(with_store: Run[Any]) -> None:
     async def check(store: RunStore) -> None:
         await store.save_record(_record("live", usage={"output_tokens": 3}))
-        await store.append_events("live", _events("live", 4))
+        await store.append_events([("live", _events("live", 4))])
         await store.save_record(_record("silent"))  # killed before any event reached the disk
         done = _record("done")
         done.finish(RunStatus.COMPLETED, "done", {})
@@ -140,7 +140,7 @@ def test_purge_forgets_only_runs_that_ended_before_the_cutoff(with_store: Run[An
         old.ended_at = "2020-01-01T00:00:00.000+00:00"
         for record in (old, new, running):
             await store.save_record(record)
-            await store.append_events(record.run_id, _events(record.run_id, 2))
+            await store.append_events([(record.run_id, _events(record.run_id, 2))])
         assert await store.purge("2021-01-01T00:00:00.000+00:00") == 1
         assert await store.load_record("old") is None
         assert await store.load_events("old") == []
@@ -154,7 +154,7 @@ def test_sqlite_store_survives_reopening_and_migrates_once(tmp_path: Path) -> No
     async def main() -> None:
         store = await SqliteRunStore.open(tmp_path / "runs.db")
         await store.save_record(_record("r1"))
-        await store.append_events("r1", _events("r1", 3))
+        await store.append_events([("r1", _events("r1", 3))])
         await store.close()
         reopened = await SqliteRunStore.open(tmp_path / "runs.db")
         try:
