@@ -10,7 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from app.deps import ManagerDep, RegistryDep, SettingsDep
 from app.errors import InvalidInput, LimitTooHigh
-from app.runs.manager import _UNSET, Run, RunManager, RunRequest
+from app.runs.manager import RunManager
+from app.runs.run import _UNSET, Run, RunRequest
 from app.settings import Settings
 from app.sse.stream import RunEventStream, frames
 
@@ -151,7 +152,7 @@ def _cursor(value: str | None) -> int:
 
 @router.get("/runs/{run_id}")
 async def get_run(run_id: str, manager: ManagerDep) -> dict[str, Any]:
-    return (await manager.get(run_id)).record.as_dict()
+    return (await manager.record(run_id)).as_dict()
 
 
 @router.post("/runs/{run_id}/cancel", name="cancel_run", status_code=202, response_model=None)
@@ -159,5 +160,5 @@ async def cancel_run(
     run_id: str, manager: ManagerDep, body: Annotated[CancelBody | None, Body()] = None
 ) -> dict[str, Any] | JSONResponse:
     action = (body or CancelBody()).action
-    run = await manager.cancel(run_id, roll_back=action == "rollback")
-    return run.record.as_dict()
+    record = await manager.cancel(run_id, roll_back=action == "rollback")
+    return record.as_dict()

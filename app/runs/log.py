@@ -49,6 +49,13 @@ class Event:
             self._frame = encode_json(self.id, self.type, self.data)
         return self._frame
 
+    def stored_frame(self) -> bytes:
+        """The frame, for the store: the cached bytes if a reader made them, else encoded
+        without caching (a lagging reader merges tokens and never needs each one's frame, and
+        the log keeps its events for the run's lifetime: caching here would double them)."""
+        frame = self._frame
+        return frame if frame is not None else encode_json(self.id, self.type, self.data)
+
     def __repr__(self) -> str:
         return f"Event({self.id}, {self.type!r}, {self.data!r})"
 

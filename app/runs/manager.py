@@ -27,12 +27,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 import uuid
 from collections import OrderedDict
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
-from dataclasses import dataclass, field
 from typing import Any
 
 from langchain_core.runnables import RunnableConfig
@@ -42,69 +40,15 @@ from langgraph.types import Command
 from app.errors import Conflict, InvalidInput, NotFound, ShuttingDown, TooManyRuns
 from app.registry import GraphEntry, GraphRegistry
 from app.runs import rollback
-from app.runs.events import INCLUDE_TYPES, EventMapper
-from app.runs.failures import classify
+from app.runs.events import INCLUDE_TYPES
 from app.runs.limits import RunGuard
-from app.runs.log import Event, MemoryEventLog
 from app.runs.persist import Persister
-from app.runs.record import RunRecord, RunStatus
+from app.runs.record import RunRecord
+from app.runs.run import Run, RunRequest
 from app.settings import Settings
 from app.store import RunStore
 
 log = logging.getLogger("app.runs")
-
-_UNSET: Any = object()
-
-
-@dataclass(frozen=True)
-class RunRequest:
-    """A validated request to start a run (built by the API layer)."""
-
-    input: dict[str, Any] | None
-    thread_id: str | None = None
-    resume: Any = _UNSET
-    config: dict[str, Any] = field(default_factory=dict)
-    max_tokens: int | None = None
-    timeout_s: float | None = None
-    recursion_limit: int | None = None
-
-    @property
-    def resuming(self) -> bool:
-        return self.resume is not _UNSET
-
-
-class Run:
-    """A run in progress or recently finished: its record, event log and task."""
-
-    def __init__(self, record: RunRecord, guard: RunGuard, mark: rollback.Mark | None) -> None:
-        self.record = record
-        self.log = MemoryEventLog()
-        self.guard = guard
-        self.mark = mark
-        self.mapper = EventMapper()
-        self.task: asyncio.Task[None] | None = None
-        self.cancel_reason: str | None = None
-        self.stopping: asyncio.Task[None] | None = None
-        self.hold_end = False
-        self.finalized = False
-        self.persisted = 0  # the last event id written to the store
-
-    @classmethod
-    def stored(cls, record: RunRecord, events: list[Event]) -> Run:
-        """A finished run read back from the store: its record and its closed event log."""
-        run = cls(record, RunGuard(1), None)
-        run.log = MemoryEventLog.of(events)
-        run.finalized = True
-        run.persisted = run.log.last_id
-        return run
-
-    @property
-    def run_id(self) -> str:
-        return self.record.run_id
-
-    @property
-    def done(self) -> bool:
-        return self.finalized
 
 
 class RunManager:
@@ -140,7 +84,18 @@ class RunManager:
 
     # -- lookup ----------------------------------------------------------------------------
 
+    async def record(self, run_id: str) -> RunRecord:
+        """The run's record; a run no longer in memory is read from the store (not its events)."""
+        run = self._active.get(run_id) or self._finished.get(run_id)
+        if run is not None:
+            return run.record
+        record = await self._store.load_record(run_id)
+        if record is None:
+            raise NotFound(f"no run with id {run_id!r}", code="run_not_found")
+        return record
+
     async def get(self, run_id: str) -> Run:
+        """The run with its event log (read back from the store if it is no longer in memory)."""
         run = self._active.get(run_id) or self._finished.get(run_id)
         if run is not None:
             return run
@@ -172,7 +127,7 @@ class RunManager:
         self._check_capacity()
         thread_id = request.thread_id or str(uuid.uuid4())
         self._check_thread_free(thread_id)
-        config = self._config(request, thread_id)
+        config = request.run_config(thread_id)
         payload: Any = request.input
         mark: rollback.Mark | None = rollback.Mark(thread_id, None, frozenset())
         if request.thread_id is not None:
@@ -244,19 +199,6 @@ class RunManager:
         except rollback.RollbackUnsupported:
             return None
 
-    def _config(self, request: RunRequest, thread_id: str) -> RunnableConfig:
-        extra = request.config
-        configurable = dict(extra.get("configurable") or {})
-        configurable["thread_id"] = thread_id
-        config = RunnableConfig(
-            configurable=configurable, recursion_limit=request.recursion_limit or 25
-        )
-        if isinstance(extra.get("tags"), list):
-            config["tags"] = [str(t) for t in extra["tags"]]
-        if isinstance(extra.get("metadata"), dict):
-            config["metadata"] = extra["metadata"]
-        return config
-
     async def _execute(
         self, run: Run, graph: GraphEntry, payload: Any, config: RunnableConfig, timeout_s: float
     ) -> None:
@@ -283,44 +225,8 @@ class RunManager:
         if run.finalized or (run.hold_end and not forced):
             return
         run.finalized = True
-        run.guard.stop()
         record = run.record
-        exc = None if forced or task is None or task.cancelled() else task.exception()
-        if forced or task is None or task.cancelled() or (exc and run.cancel_reason):
-            # A run that fails *because* it was cancelled (e.g. the stream it was reading was
-            # closed under it) is reported as cancelled, not as a failure.
-            status, reason = RunStatus.CANCELLED, run.cancel_reason or "cancelled"
-        else:
-            if exc is None:
-                paused = run.mapper.interrupted
-                status = RunStatus.PAUSED if paused else RunStatus.COMPLETED
-                reason = "interrupt" if paused else "done"
-            else:
-                code, message = classify(exc)
-                log.warning(
-                    "run %s failed (%s): %s",
-                    record.run_id,
-                    code,
-                    message,
-                    exc_info=exc if code == "node_error" else None,
-                )
-                record.error = {"code": code, "message": message}
-                run.log.append("error", record.error)
-                status, reason = RunStatus.FAILED, code
-        usage = run.mapper.usage.as_dict()
-        if not usage["output_tokens"]:
-            usage["output_tokens"] = run.guard.tokens
-            usage["total_tokens"] = usage["input_tokens"] + run.guard.tokens
-        record.finish(status, reason, usage)
-        run.log.append(
-            "end",
-            {
-                "status": status.value,
-                "reason": reason,
-                "usage": usage,
-                "elapsed_ms": record.elapsed_ms,
-            },
-        )
+        status, reason = run.end(task, forced)
         record.events = run.log.last_id
         run.log.close()
         self._active.pop(record.run_id, None)
@@ -344,15 +250,17 @@ class RunManager:
 
     # -- cancel ----------------------------------------------------------------------------
 
-    async def cancel(self, run_id: str, reason: str = "cancelled", roll_back: bool = False) -> Run:
-        """Stop a run and return once it has really ended (idempotent).
+    async def cancel(
+        self, run_id: str, reason: str = "cancelled", roll_back: bool = False
+    ) -> RunRecord:
+        """Stop a run and return its record once it has really ended (idempotent).
 
         `roll_back`: also restore the thread to what it was before the run. Only the first
         cancel of a run decides how it ends; repeating it changes nothing.
         """
-        run = await self.get(run_id)
-        if run.done:
-            return run
+        run = self._active.get(run_id)
+        if run is None or run.done:
+            return await self.record(run_id)
         if run.stopping is None:
             if roll_back and run.mark is None:
                 raise InvalidInput(
@@ -363,10 +271,10 @@ class RunManager:
             run.hold_end = roll_back
             run.stopping = asyncio.create_task(self._stop(run), name=f"stop:{run_id}")
         await asyncio.shield(run.stopping)
-        return run
+        return run.record
 
     async def _stop(self, run: Run) -> None:
-        await self._cancel_task(run)
+        await run.cancel_task(self._settings.cancel_confirm_s)
         rolled_back = False
         if run.hold_end and run.mark is not None:
             try:
@@ -384,37 +292,6 @@ class RunManager:
         task = run.task
         done = task is not None and task.done()
         self._finalize(run, task if done else None, forced=rolled_back or not done)
-
-    async def _cancel_task(self, run: Run) -> None:
-        run.guard.stop()
-        task = run.task
-        assert task is not None
-        started = time.monotonic()
-        wait = 0.05
-        attempt = 0
-        while not task.done():
-            attempt += 1
-            task.cancel()
-            await asyncio.wait({task}, timeout=wait)
-            if task.done():
-                break
-            elapsed = time.monotonic() - started
-            if elapsed >= self._settings.cancel_confirm_s:
-                log.error(
-                    "run %s did not end %.1fs after %d cancels; abandoning its task and "
-                    "reporting it cancelled",
-                    run.run_id,
-                    elapsed,
-                    attempt,
-                )
-                return
-            log.warning(
-                "run %s still running after cancel #%d (%.2fs); cancelling again",
-                run.run_id,
-                attempt,
-                elapsed,
-            )
-            wait = min(wait * 2, 0.5)
 
     def cancel_soon(self, run: Run, reason: str) -> None:
         """Cancel without waiting (from a disconnect handler, which must not await)."""

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 from app.store import RunStore
 
 if TYPE_CHECKING:
-    from app.runs.manager import Run
+    from app.runs.run import Run
 
 log = logging.getLogger("app.runs.persist")
 

@@ -92,9 +92,11 @@ class SqliteRunStore:
         await self._conn.commit()
 
     async def append_events(self, batches: Sequence[tuple[str, Sequence[Event]]]) -> None:
-        # The frame bytes clients get (encoded once, cached on the event) are what is stored:
-        # no second serialization, and a replay after a restart sends the same bytes.
-        rows = [(run_id, e.id, e.type, e.frame) for run_id, events in batches for e in events]
+        # The frame bytes clients get are what is stored: usually already encoded for a reader,
+        # and a replay after a restart sends the same bytes.
+        rows = [
+            (run_id, e.id, e.type, e.stored_frame()) for run_id, events in batches for e in events
+        ]
         if not rows:
             return
         await self._conn.executemany(
