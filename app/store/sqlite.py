@@ -1,16 +1,20 @@
 """The embedded store: run records and event logs in the SQLite file that holds the checkpoints.
 
-Its own connection (aiosqlite, one thread) beside the checkpointer's; WAL mode lets the two and
-any reader work at once, and the busy timeout rides out the moments they both write.
+In the service it shares the checkpointer's connection and lock (`SqliteRunStore.on(saver)`): one
+connection, one writer thread, so our writes and LangGraph's are serialized in the process and
+never meet as two SQLite writers. (With a connection each, WAL let both write, but a checkpoint
+write under load failed with "database is locked": a deferred transaction that must upgrade
+from read to write gets SQLITE_BUSY at once, busy timeout or not.)
 The schema is ours (tables prefixed `svc_`) and versioned: `MIGRATIONS[n]` takes the database
 from version n to n+1, applied in order at startup inside one transaction each.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiosqlite
 import orjson
@@ -45,22 +49,39 @@ MIGRATIONS: list[str] = [
 ]
 
 
+if TYPE_CHECKING:
+    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+
 class SqliteRunStore:
-    def __init__(self, conn: aiosqlite.Connection) -> None:
+    def __init__(self, conn: aiosqlite.Connection, lock: asyncio.Lock, owns_conn: bool) -> None:
         self._conn = conn
+        self._lock = lock
+        self._owns_conn = owns_conn
+
+    @classmethod
+    async def on(cls, saver: AsyncSqliteSaver) -> SqliteRunStore:
+        """The store on the checkpointer's own connection, taking turns with it on its lock."""
+        store = cls(saver.conn, saver.lock, owns_conn=False)
+        await store.migrate()
+        return store
 
     @classmethod
     async def open(cls, path: Path) -> SqliteRunStore:
+        """A store with a connection of its own (tools and tests)."""
         conn = await aiosqlite.connect(path)
         await conn.execute("PRAGMA journal_mode=WAL")
         await conn.execute("PRAGMA busy_timeout=5000")
-        await conn.execute("PRAGMA synchronous=NORMAL")
-        store = cls(conn)
+        store = cls(conn, asyncio.Lock(), owns_conn=True)
         await store.migrate()
         return store
 
     async def migrate(self) -> int:
         """Bring the schema to the newest version; return that version."""
+        async with self._lock:
+            return await self._migrate()
+
+    async def _migrate(self) -> int:
         await self._conn.execute("CREATE TABLE IF NOT EXISTS svc_schema (version INTEGER NOT NULL)")
         async with self._conn.execute("SELECT version FROM svc_schema") as cursor:
             row = await cursor.fetchone()
@@ -75,6 +96,10 @@ class SqliteRunStore:
         return len(MIGRATIONS)
 
     async def save_record(self, record: RunRecord) -> None:
+        async with self._lock:
+            await self._save_record(record)
+
+    async def _save_record(self, record: RunRecord) -> None:
         await self._conn.execute(
             "INSERT OR REPLACE INTO svc_runs"
             " (run_id, thread_id, graph, status, created_at, ended_at, record)"
@@ -99,6 +124,10 @@ class SqliteRunStore:
         ]
         if not rows:
             return
+        async with self._lock:
+            await self._insert_events(rows)
+
+    async def _insert_events(self, rows: list[tuple[str, int, str, bytes]]) -> None:
         await self._conn.executemany(
             "INSERT OR IGNORE INTO svc_run_events (run_id, id, type, frame) VALUES (?, ?, ?, ?)",
             rows,
@@ -106,33 +135,43 @@ class SqliteRunStore:
         await self._conn.commit()
 
     async def load_record(self, run_id: str) -> RunRecord | None:
-        async with self._conn.execute(
-            "SELECT record FROM svc_runs WHERE run_id = ?", (run_id,)
-        ) as cursor:
+        async with (
+            self._lock,
+            self._conn.execute("SELECT record FROM svc_runs WHERE run_id = ?", (run_id,)) as cursor,
+        ):
             row = await cursor.fetchone()
         return RunRecord.from_dict(orjson.loads(row[0])) if row else None
 
     async def load_events(self, run_id: str) -> list[Event]:
-        async with self._conn.execute(
-            "SELECT id, type, frame FROM svc_run_events WHERE run_id = ? ORDER BY id", (run_id,)
-        ) as cursor:
+        async with (
+            self._lock,
+            self._conn.execute(
+                "SELECT id, type, frame FROM svc_run_events WHERE run_id = ? ORDER BY id", (run_id,)
+            ) as cursor,
+        ):
             rows: Any = await cursor.fetchall()
         return [Event.from_frame(i, t, bytes(f)) for i, t, f in rows]
 
     async def thread_graph(self, thread_id: str) -> str | None:
-        async with self._conn.execute(
-            "SELECT graph FROM svc_runs WHERE thread_id = ? ORDER BY created_at DESC LIMIT 1",
-            (thread_id,),
-        ) as cursor:
+        async with (
+            self._lock,
+            self._conn.execute(
+                "SELECT graph FROM svc_runs WHERE thread_id = ? ORDER BY created_at DESC LIMIT 1",
+                (thread_id,),
+            ) as cursor,
+        ):
             row = await cursor.fetchone()
         return str(row[0]) if row else None
 
     async def recover(self) -> list[str]:
-        async with self._conn.execute(
-            "SELECT r.record, (SELECT max(id) FROM svc_run_events e WHERE e.run_id = r.run_id)"
-            " FROM svc_runs r WHERE r.status = ?",
-            (RunStatus.RUNNING.value,),
-        ) as cursor:
+        async with (
+            self._lock,
+            self._conn.execute(
+                "SELECT r.record, (SELECT max(id) FROM svc_run_events e WHERE e.run_id = r.run_id)"
+                " FROM svc_runs r WHERE r.status = ?",
+                (RunStatus.RUNNING.value,),
+            ) as cursor,
+        ):
             rows: Any = await cursor.fetchall()
         recovered = []
         for raw, last_id in rows:
@@ -146,6 +185,10 @@ class SqliteRunStore:
         return recovered
 
     async def purge(self, ended_before: str) -> int:
+        async with self._lock:
+            return await self._purge(ended_before)
+
+    async def _purge(self, ended_before: str) -> int:
         await self._conn.execute(
             "DELETE FROM svc_run_events WHERE run_id IN"
             " (SELECT run_id FROM svc_runs WHERE ended_at IS NOT NULL AND ended_at < ?)",
@@ -158,4 +201,5 @@ class SqliteRunStore:
         return cursor.rowcount
 
     async def close(self) -> None:
-        await self._conn.close()
+        if self._owns_conn:
+            await self._conn.close()
