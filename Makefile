@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install run test check lint types bench clean
+.PHONY: install run test check lint types bench bench-quick clean
 
 $(UV):
 	$(PYTHON) -m venv .uv
@@ -36,6 +36,9 @@ check: lint types
 
 bench: install
 	$(PY) -m bench $(BENCH_ARGS)
+
+bench-quick: install
+	$(PY) -m bench --quick $(BENCH_ARGS)
 
 clean:
 	rm -rf .venv .uv .pytest_cache .mypy_cache .ruff_cache

@@ -1,141 +1,62 @@
-"""`make bench`: the streaming core's figures, with the baseline measured in the same run.
+"""`make bench` (`python -m bench`): the streaming service's performance budget, as ratios.
 
-Cases (medians over repetitions, min-max in brackets):
-- one stream: token events per second a client receives through the service, against the
-  floor of `ChatOpenAI.astream` alone, in-process, on the same fake upstream (the ratio is
-  service throughput / bare-client throughput);
-- cancel: time from `POST /cancel` to the stream's `end` at the client, and to the fake upstream
-  seeing its request abandoned.
+Every figure is measured against a baseline measured in the same run (medians over
+repetitions, min-max beside them), so a noisy two-core machine moves both sides alike; absolute
+numbers are context. The upstream is the fake OpenAI-compatible server over real HTTP, in its
+own process, so the real `ChatOpenAI` path is measured and its CPU is never counted as ours.
 
-Writes bench/results/latest.json. This is the start of issue 4's suite, not all of it.
+    python -m bench                      # every case, a few minutes
+    python -m bench --quick              # the short form: fewer streams and repetitions
+    python -m bench --only cost,cancel   # some cases
+
+Cases (bench/cases/): cost, throughput, scale, first_token, cancel, slow_clients. The table is
+printed at the end and written to bench/results/latest.json.
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
-import statistics
+import argparse
 import sys
-import tempfile
 import time
-from pathlib import Path
-from typing import Any
+import traceback
 
-import httpx
-from langchain_openai import ChatOpenAI
-
-from tests.support.fake_openai import FakeOpenAI
-from tests.support.live import LiveServer, parse_sse
-
-TOKENS = 5000
-REPEAT = 5
+from bench.cases import CASES
+from bench.cases._common import Context
+from bench.harness import Upstream
+from bench.report import Figure, table, write
 
 
-def _summary(values: list[float]) -> dict[str, float]:
-    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--only", default="", help="comma-separated cases: " + ", ".join(CASES))
+    parser.add_argument("--quick", action="store_true", help="the short form")
+    args = parser.parse_args(argv)
+    names = [n.strip() for n in args.only.split(",") if n.strip()] or list(CASES)
+    unknown = [n for n in names if n not in CASES]
+    if unknown:
+        parser.error(f"unknown case(s) {', '.join(unknown)}; known: {', '.join(CASES)}")
 
-
-def bare_client_tokens_per_s(fake: FakeOpenAI) -> list[float]:
-    llm = ChatOpenAI(
-        api_key="k",
-        base_url=fake.base_url,
-        model="f",
-        streaming=True,
-        max_retries=0,
-    )
-
-    async def once() -> float:
-        started = time.perf_counter()
-        n = 0
-        async for chunk in llm.astream(f"[[tokens={TOKENS}]]"):
-            n += bool(chunk.content)
-        return n / (time.perf_counter() - started)
-
-    async def all_runs() -> list[float]:
-        return [await once() for _ in range(REPEAT)]
-
-    return asyncio.run(all_runs())
-
-
-def service_tokens_per_s(client: httpx.Client) -> tuple[list[float], list[float]]:
-    rates, frames_per_s = [], []
-    for _ in range(REPEAT):
-        started = time.perf_counter()
-        tokens = frames = 0
-        with client.stream(
-            "POST", "/graphs/chat/stream", json={"input": {"query": f"[[tokens={TOKENS}]]"}}
-        ) as response:
-            last_id = 0
-            for event in parse_sse(response.iter_lines()):
-                if event.event == "token":
-                    frames += 1
-                    tokens += (event.id or 0) - last_id
-                last_id = event.id or last_id
-        elapsed = time.perf_counter() - started
-        rates.append(tokens / elapsed)
-        frames_per_s.append(frames / elapsed)
-    return rates, frames_per_s
-
-
-def cancel_latency(client: httpx.Client, fake: FakeOpenAI) -> dict[str, list[float]]:
-    to_end: list[float] = []
-    to_upstream: list[float] = []
-    for _ in range(20):
-        run = client.post(
-            "/graphs/chat/runs", json={"input": {"query": "[[tokens=2000]] [[delay=0.005]]"}}
-        ).json()
-        with client.stream("GET", run["stream_url"]) as response:
-            events = parse_sse(response.iter_lines())
-            for event in events:
-                if event.event == "token":
-                    break
-            abandoned = fake.snapshot().abandoned
-            t0 = time.monotonic()
-            with httpx.Client(base_url=client.base_url) as other:
-                other.post(run["cancel_url"])
-            for event in events:
-                if event.event == "end":
-                    to_end.append((time.monotonic() - t0) * 1000)
-                    break
-        stats = fake.wait_for(lambda s, a=abandoned: s.abandoned > a)  # type: ignore[misc]
-        to_upstream.append((stats.abandoned_at[-1] - t0) * 1000)
-    return {"cancel_to_end_ms": to_end, "cancel_to_upstream_closed_ms": to_upstream}
-
-
-def main() -> int:
-    fake = FakeOpenAI().start()
-    tmp = Path(tempfile.mkdtemp())
-    server = LiveServer(
-        tmp,
-        {
-            "OPENAI_API_KEY": "k",
-            "OPENAI_BASE_URL": fake.base_url,
-            "LLM_MAX_RETRIES": "0",
-            "LOG_LEVEL": "WARNING",
-        },
-    ).start()
-    results: dict[str, Any] = {}
-    try:
-        with httpx.Client(base_url=server.url, timeout=120) as client:
-            floor = bare_client_tokens_per_s(fake)
-            rates, frames = service_tokens_per_s(client)
-            results["bare_client_tokens_per_s"] = _summary(floor)
-            results["service_tokens_per_s"] = _summary(rates)
-            results["service_token_frames_per_s"] = _summary(frames)
-            results["throughput_ratio_vs_bare_client"] = _summary(
-                [r / statistics.median(floor) for r in rates]
-            )
-            for name, values in cancel_latency(client, fake).items():
-                results[name] = _summary(values)
-    finally:
-        server.stop()
-        fake.stop()
-    out = Path(__file__).parent / "results" / "latest.json"
-    out.write_text(json.dumps(results, indent=2))
-    print(f"{'figure':40} {'median':>10} {'min':>10} {'max':>10}")
-    for name, s in results.items():
-        print(f"{name:40} {s['median']:10.2f} {s['min']:10.2f} {s['max']:10.2f}")
-    return 0
+    figures: list[Figure] = []
+    failed: list[str] = []
+    with Upstream().start("/stats") as upstream:
+        ctx = Context(upstream=upstream, quick=args.quick)
+        for name in names:
+            started = time.monotonic()
+            print(f"-- {name} ...", file=sys.stderr, flush=True)
+            try:
+                got = CASES[name](ctx)
+            except Exception:
+                traceback.print_exc()
+                failed.append(name)
+                continue
+            figures.extend(got)
+            print(f"-- {name}: {time.monotonic() - started:.0f}s", file=sys.stderr, flush=True)
+            print(table(got), file=sys.stderr, flush=True)
+    write(figures, {"only": names, "quick": args.quick, "failed": failed})
+    print(table(figures))
+    if failed:
+        print(f"\ncases that failed to run: {', '.join(failed)}")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

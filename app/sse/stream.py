@@ -15,6 +15,15 @@ Design record
   frames are bounded the same way).
 - A send that takes no bytes for SEND_TIMEOUT_S raises sse-starlette's SendTimeoutError; the
   response ends and the connection is closed (the client can reconnect with Last-Event-ID).
+- Coalescing (COALESCE_S): while tokens come faster than one per COALESCE_S, the reader pauses
+  COALESCE_S after sending one, so what arrives meanwhile goes out as one merged frame in one
+  send. Why: the profile of one fast stream (make bench, cost case; py-spy) had a send per
+  token through sse-starlette and uvicorn (a cancel scope, the ASGI send chain, a socket
+  write) and a wake-up of this generator per token; coalescing took the service from ~295 to
+  ~220 us of CPU per token (2.0x to 1.5x `ChatOpenAI.astream` alone), and the client reads
+  fewer frames too. A token after a pause is sent at once, so first-token latency and paced
+  streams (slower than one token per COALESCE_S) are untouched; a fast stream's tokens wait at
+  most COALESCE_S.
 """
 
 from __future__ import annotations
@@ -33,6 +42,7 @@ from app.sse.encoder import encode_json
 log = logging.getLogger("app.sse")
 
 BATCH = 256
+COALESCE_S = 0.005
 HEADERS = {"Cache-Control": "no-cache, no-transform", "X-Accel-Buffering": "no"}
 
 
@@ -70,9 +80,12 @@ async def frames(
     cursor: int,
     max_rate: float | None = None,
     on_close: Callable[[], None] | None = None,
+    coalesce_s: float = COALESCE_S,
 ) -> AsyncIterator[bytes]:
     """The bytes to send to one subscriber, from the event after `cursor` to the run's end."""
     interval = 1.0 / max_rate if max_rate else 0.0
+    clock = asyncio.get_running_loop().time
+    last_token_at = float("-inf")
     try:
         while True:
             events = event_log.after(cursor, BATCH)
@@ -86,12 +99,19 @@ async def frames(
                 cursor = events[taken - 1].id
                 yield frame
                 await asyncio.sleep(interval)
-            elif len(events) == 1:
+                continue
+            if len(events) == 1:
                 cursor = events[0].id
                 yield events[0].frame
             else:
                 cursor = events[-1].id
                 yield b"".join(merge_frames(events))
+            if coalesce_s and events[-1].type == "token":
+                now = clock()
+                if now - last_token_at < coalesce_s:
+                    await asyncio.sleep(coalesce_s)
+                    now = clock()
+                last_token_at = now
     finally:
         if on_close is not None:
             on_close()

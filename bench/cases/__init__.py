@@ -1,0 +1,18 @@
+"""The benchmark's cases, one module each; `CASES` maps a case's name to its `run`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from bench.cases import cancel, cost, first_token, scale, slow_clients, throughput
+from bench.cases._common import Context
+from bench.report import Figure
+
+CASES: dict[str, Callable[[Context], list[Figure]]] = {
+    "cost": cost.run,
+    "throughput": throughput.run,
+    "scale": scale.run,
+    "first_token": first_token.run,
+    "cancel": cancel.run,
+    "slow_clients": slow_clients.run,
+}

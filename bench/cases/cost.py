@@ -1,0 +1,92 @@
+"""Case 1, cost per token: the service's CPU seconds per delivered token, against the model's
+own `astream` alone in a process of its own (the floor).
+
+The service's CPU is read from /proc/<pid>/stat before and after; the floor's is its process's
+`time.process_time()`. The fake upstream runs in a third process, counted in neither. Same for
+the offline model (no key, `OFFLINE_TOKEN_DELAY_S=0`), whose answer is short, so both sides
+repeat calls until they have the token count: its figure includes the per-run overhead.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from bench.cases._common import Context, aio, chat, post_stream
+from bench.harness import ROOT, Process, Upstream, service
+from bench.report import Figure, Target
+
+OFFLINE_PROMPT = "Explain attention"
+
+
+def floor_cpu_per_token(
+    kind: str, upstream: Upstream | None, tokens: int, repeat: int
+) -> list[float]:
+    """The floor, measured in a fresh process (bench/floor.py)."""
+    base_url = upstream.base_url if upstream is not None else "-"
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.floor", kind, base_url, str(tokens), str(repeat)],
+        cwd=ROOT,
+        capture_output=True,
+        check=True,
+        text=True,
+    ).stdout
+    values: list[float] = json.loads(out.strip().splitlines()[-1])
+    return values
+
+
+def service_cpu_per_token(
+    server: Process, query: str, tokens: int, repeat: int, warmup: int = 1
+) -> list[float]:
+    """Service CPU seconds per delivered token, for `repeat` sequences of streams that each
+    deliver at least `tokens` tokens (one stream when the model answers that many)."""
+
+    async def once() -> float:
+        cpu = server.cpu_s()
+        delivered = 0
+        while delivered < tokens:
+            result = await post_stream(server, chat(query))
+            assert result.ended and result.end_data.get("status") == "completed", result
+            delivered += int(result.end_data["usage"]["output_tokens"])
+        return (server.cpu_s() - cpu) / delivered
+
+    async def main() -> list[float]:
+        for _ in range(warmup):
+            await once()
+        return [await once() for _ in range(repeat)]
+
+    return aio(main())
+
+
+def run(ctx: Context) -> list[Figure]:
+    tokens = ctx.pick(5000, 2000)
+    repeat = ctx.pick(5, 3)
+    up = ctx.upstream
+    floor = floor_cpu_per_token("openai", up, tokens, repeat)
+    with service(up).start("/readyz") as server:
+        measured = service_cpu_per_token(server, f"[[tokens={tokens}]]", tokens, repeat)
+    offline_floor = floor_cpu_per_token("offline", None, tokens, repeat)
+    with service(None).start("/readyz") as server:
+        offline = service_cpu_per_token(server, OFFLINE_PROMPT, tokens, repeat)
+    us = 1e6
+    return [
+        Figure(
+            "cost",
+            f"CPU/token, ChatOpenAI, 1 stream of {tokens}",
+            "us",
+            [v * us for v in measured],
+            [v * us for v in floor],
+            "astream alone",
+            Target("<=", 1.25),
+        ),
+        Figure(
+            "cost",
+            f"CPU/token, offline model, {tokens} tokens",
+            "us",
+            [v * us for v in offline],
+            [v * us for v in offline_floor],
+            "astream alone",
+            note="context only: the offline answer is ~80 tokens, so per-run overhead dominates",
+        ),
+    ]

@@ -1,0 +1,65 @@
+"""Case 4, first token: time from sending the request to the first `token` frame at the client,
+minus the upstream's own first-token delay (`[[first=S]]`), at 1 and at 100 concurrent streams.
+
+What remains is what the service adds: HTTP in, starting the run and the graph, the model
+call's request to the upstream, and the way back to the client.
+"""
+
+from __future__ import annotations
+
+from bench import client
+from bench.cases._common import Context, aio, chat, concurrent, post_stream
+from bench.harness import service
+from bench.report import Figure, Target, percentile
+
+FIRST_S = 0.05
+
+
+def run(ctx: Context) -> list[Figure]:
+    body = chat(f"[[tokens=5]] [[first={FIRST_S}]]")
+    single: list[float] = []
+    crowd: list[float] = []
+    crowd_p50: list[float] = []
+    crowd_p99: list[float] = []
+
+    def added(r: client.StreamResult) -> float:
+        assert r.first_token_at is not None, r
+        return (r.first_token_at - r.sent_at - FIRST_S) * 1000
+
+    with service(ctx.upstream).start("/readyz") as server:
+
+        async def one() -> client.StreamResult:
+            return await post_stream(server, body)
+
+        aio(concurrent(5, one))  # warm up
+        for _ in range(ctx.pick(30, 10)):
+            _, results = aio(concurrent(1, one))
+            single.append(added(results[0]))
+        for _ in range(ctx.pick(5, 2)):
+            _, results = aio(concurrent(100, one))
+            latencies = [added(r) for r in results]
+            crowd.extend(latencies)
+            crowd_p50.append(percentile(latencies, 50))
+            crowd_p99.append(percentile(latencies, 99))
+    note = f"minus the upstream's {FIRST_S * 1000:.0f} ms; min-max over rounds"
+    return [
+        Figure(
+            "first_token",
+            "added, 1 stream: p50",
+            "ms",
+            [percentile(single, 50)],
+            target=Target("<=", 5, on="value"),
+            note=note,
+            extra={"samples": single},
+        ),
+        Figure("first_token", "added, 1 stream: p99", "ms", [percentile(single, 99)]),
+        Figure(
+            "first_token",
+            "added, 100 streams: p50",
+            "ms",
+            crowd_p50,
+            target=Target("<=", 50, on="value"),
+            note=note,
+        ),
+        Figure("first_token", "added, 100 streams: p99", "ms", crowd_p99),
+    ]

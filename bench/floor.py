@@ -1,0 +1,92 @@
+"""The floor: the chat model's own `astream`, in this process, with nothing around it.
+
+CPU is `time.process_time()` of this process (all its threads), so the fake upstream, which
+runs in its own process, is never counted. The loop is uvloop when installed, as uvicorn uses
+for the service, so the floor and the service pay for the same event loop.
+
+`python -m bench.floor openai BASE_URL TOKENS REPEAT` (or `offline - TOKENS REPEAT`) prints the
+CPU seconds per token of each repetition as JSON, for a benchmark that wants the floor measured
+in a fresh process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from langchain_core.language_models.chat_models import BaseChatModel
+
+
+def _run(main: Callable[[], Coroutine[Any, Any, list[float]]]) -> list[float]:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvicorn[standard] brings it
+        return asyncio.run(main())
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(main())
+
+
+def openai_model(base_url: str) -> BaseChatModel:
+    """`ChatOpenAI` configured as graphs/models.py configures the service's, with an HTTP
+    client of its own that `cpu_per_token` closes before its event loop ends (the default one
+    is shared and cached, and would outlive the loop with its connection open)."""
+    import httpx
+    from langchain_openai import ChatOpenAI
+
+    return ChatOpenAI(
+        api_key="k",
+        base_url=base_url,
+        model="fake",
+        streaming=True,
+        stream_usage=True,
+        max_retries=0,
+        http_async_client=httpx.AsyncClient(),
+    )
+
+
+def offline_model() -> BaseChatModel:
+    from graphs.offline import OfflineChatModel
+
+    return OfflineChatModel(token_delay_s=0)
+
+
+def cpu_per_token(
+    llm: BaseChatModel, prompt: str, tokens: int, repeat: int, warmup: int = 1
+) -> list[float]:
+    """CPU seconds per delivered token for each of `repeat` calls that together yield at least
+    `tokens` tokens (calls repeat until then: the offline model's answer is short)."""
+
+    async def once() -> float:
+        started = time.process_time()
+        n = 0
+        while n < tokens:
+            async for chunk in llm.astream(prompt):
+                n += bool(chunk.content)
+        return (time.process_time() - started) / n
+
+    async def main() -> list[float]:
+        try:
+            for _ in range(warmup):
+                await once()
+            return [await once() for _ in range(repeat)]
+        finally:
+            http = getattr(llm, "http_async_client", None)
+            if http is not None:
+                await http.aclose()
+
+    return _run(main)
+
+
+def main() -> None:
+    kind, base_url, tokens, repeat = sys.argv[1:5]
+    llm = openai_model(base_url) if kind == "openai" else offline_model()
+    prompt = f"[[tokens={tokens}]]" if kind == "openai" else "Explain attention"
+    print(json.dumps(cpu_per_token(llm, prompt, int(tokens), int(repeat))))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,52 @@
+"""The SSE subscriber's coalescing, which the hot-path budget depends on (app/sse/stream.py):
+fast tokens go out in few sends, a token after a pause goes out at once, no text is lost."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import orjson
+
+from app.runs.log import MemoryEventLog
+from app.sse.stream import frames
+
+
+def _texts(chunks: list[bytes]) -> str:
+    return "".join(
+        orjson.loads(line[6:])["text"]
+        for chunk in chunks
+        for line in chunk.split(b"\n")
+        if line.startswith(b"data: ") and b'"text"' in line
+    )
+
+
+def test_fast_tokens_are_sent_in_few_chunks_and_a_token_after_a_pause_at_once() -> None:
+    async def scenario() -> tuple[list[bytes], float]:
+        log = MemoryEventLog()
+        chunks: list[bytes] = []
+        arrived = asyncio.Event()
+
+        async def consume() -> None:
+            async for chunk in frames(log, 0, coalesce_s=0.25):
+                chunks.append(chunk)
+                arrived.set()
+
+        task = asyncio.create_task(consume())
+        for i in range(20):  # 20 tokens within ~20 ms: well inside one 250 ms window
+            log.append("token", {"message_id": "m", "text": f"{i},"})
+            await asyncio.sleep(0.001)
+        await asyncio.sleep(0.8)  # a pause longer than two windows
+        arrived.clear()
+        started = time.monotonic()
+        log.append("token", {"message_id": "m", "text": "late"})
+        await asyncio.wait_for(arrived.wait(), 1)
+        latency = time.monotonic() - started
+        log.close()
+        await asyncio.wait_for(task, 1)
+        return chunks, latency
+
+    chunks, latency = asyncio.run(scenario())
+    assert _texts(chunks) == "".join(f"{i}," for i in range(20)) + "late"
+    assert len(chunks) <= 5, len(chunks)  # not one send per token
+    assert latency < 0.15  # not held back by the 250 ms window (a margin for a noisy machine)
