@@ -57,7 +57,9 @@ def _scenario(server: Process, stalled: int, normal: int, tokens: int) -> tuple[
                 wall = time.monotonic() - started
                 done = sum(r.end_data.get("status") == "completed" for r in results)
                 await asyncio.to_thread(_wait_ended, http, run["run_id"])
-                await asyncio.sleep(0.3)
+                # Keep sampling after the run's end: stalled readers then rush their backlog
+                # (found late: the peak comes here, not while the run streams).
+                await asyncio.sleep(2.0)
                 sampler.cancel()
                 return done * tokens / wall, peak, done
 
