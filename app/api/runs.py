@@ -94,8 +94,7 @@ async def stream_new_run(
             manager.cancel_soon(run, "client_disconnected")
 
     return RunEventStream(
-        frames(run.log, 0, body.max_rate, on_close),
-        ping_s=settings.ping_interval_s,
+        frames(run.log, 0, body.max_rate, on_close, ping_s=settings.ping_interval_s),
         send_timeout_s=settings.send_timeout_s,
     )
 
@@ -132,8 +131,7 @@ async def stream_run(
     if run.log.closed and cursor >= run.log.last_id:
         return Response(status_code=204)
     return RunEventStream(
-        frames(run.log, cursor, max_rate),
-        ping_s=settings.ping_interval_s,
+        frames(run.log, cursor, max_rate, ping_s=settings.ping_interval_s),
         send_timeout_s=settings.send_timeout_s,
     )
 

@@ -15,6 +15,12 @@ Design record
   frames are bounded the same way).
 - A send that takes no bytes for SEND_TIMEOUT_S raises sse-starlette's SendTimeoutError; the
   response ends and the connection is closed (the client can reconnect with Last-Event-ID).
+- One send is at most SEND_BYTES (64 KiB); a bigger frame goes out in slices. Why: uvicorn's
+  flow control waits for the socket to drain *between* sends, so a single send is copied into
+  the transport's buffer whole. An `update` carrying a long answer (2 MB for a 20,000-token
+  run) sent to 100 readers whose sockets were full cost 200 MB of buffers (found with the
+  bench's stalled-clients case: 2,023,280 bytes buffered per connection). In slices, a stalled
+  reader holds at most one slice beyond the high-water mark.
 - Coalescing (COALESCE_S): while tokens come faster than one per COALESCE_S, the reader pauses
   COALESCE_S after sending one, so what arrives meanwhile goes out as one merged frame in one
   send. Why: the profile of one fast stream (make bench, cost case; py-spy) had a send per
@@ -30,19 +36,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 
-from sse_starlette.event import ServerSentEvent
 from sse_starlette.sse import EventSourceResponse, SendTimeoutError
 from starlette.types import Receive, Scope, Send
 
 from app.runs.log import Event, EventLog
-from app.sse.encoder import encode_json
+from app.sse.encoder import PING, encode_json
 
 log = logging.getLogger("app.sse")
 
 BATCH = 256
 COALESCE_S = 0.005
+SEND_BYTES = 64 * 1024
 HEADERS = {"Cache-Control": "no-cache, no-transform", "X-Accel-Buffering": "no"}
 
 
@@ -65,6 +71,26 @@ def _take(events: Sequence[Event], start: int) -> tuple[bytes, int]:
     return encode_json(last.id, "token", data), end
 
 
+def sends(frames: Sequence[bytes]) -> Iterator[bytes]:
+    """`frames` as sends of at most SEND_BYTES: small frames joined, a big one sliced (an SSE
+    frame may span several sends; clients join the bytes). No copy of a big frame is made
+    beyond the slice being sent, so many readers of one big event share its bytes."""
+    pending: list[bytes] = []
+    size = 0
+    for frame in frames:
+        if size + len(frame) > SEND_BYTES and pending:
+            yield pending[0] if len(pending) == 1 else b"".join(pending)
+            pending, size = [], 0
+        if len(frame) > SEND_BYTES:
+            for i in range(0, len(frame), SEND_BYTES):
+                yield frame[i : i + SEND_BYTES]
+            continue
+        pending.append(frame)
+        size += len(frame)
+    if pending:
+        yield pending[0] if len(pending) == 1 else b"".join(pending)
+
+
 def merge_frames(events: Sequence[Event]) -> list[bytes]:
     """All `events` as frames, consecutive tokens of one message merged (pure; tested)."""
     frames: list[bytes] = []
@@ -81,8 +107,10 @@ async def frames(
     max_rate: float | None = None,
     on_close: Callable[[], None] | None = None,
     coalesce_s: float = COALESCE_S,
+    ping_s: float = 15.0,
 ) -> AsyncIterator[bytes]:
-    """The bytes to send to one subscriber, from the event after `cursor` to the run's end."""
+    """The bytes to send to one subscriber, from the event after `cursor` to the run's end,
+    with a `: ping` comment whenever the run has been quiet for `ping_s`."""
     interval = 1.0 / max_rate if max_rate else 0.0
     clock = asyncio.get_running_loop().time
     last_token_at = float("-inf")
@@ -92,20 +120,22 @@ async def frames(
             if not events:
                 if event_log.closed:
                     return
-                await event_log.wait(cursor)
+                try:
+                    async with asyncio.timeout(ping_s):
+                        await event_log.wait(cursor)
+                except TimeoutError:
+                    yield PING
                 continue
             if interval:
                 frame, taken = _take(events, 0)
                 cursor = events[taken - 1].id
-                yield frame
+                for part in sends((frame,)):
+                    yield part
                 await asyncio.sleep(interval)
                 continue
-            if len(events) == 1:
-                cursor = events[0].id
-                yield events[0].frame
-            else:
-                cursor = events[-1].id
-                yield b"".join(merge_frames(events))
+            cursor = events[-1].id
+            for part in sends((events[0].frame,) if len(events) == 1 else merge_frames(events)):
+                yield part
             if coalesce_s and events[-1].type == "token":
                 now = clock()
                 if now - last_token_at < coalesce_s:
@@ -118,18 +148,13 @@ async def frames(
 
 
 class RunEventStream(EventSourceResponse):
-    """sse-starlette's response with our headers, `: ping` comments and a quiet send timeout."""
+    """sse-starlette's response with our headers and a quiet send timeout.
 
-    def __init__(
-        self, content: AsyncIterator[bytes], *, ping_s: float, send_timeout_s: float
-    ) -> None:
-        super().__init__(
-            content,
-            headers=HEADERS,
-            ping=ping_s,
-            send_timeout=send_timeout_s,
-            ping_message_factory=lambda: ServerSentEvent(comment="ping"),
-        )
+    Its own ping task is off (`ping=0`): `frames()` sends `: ping` itself, between frames. A
+    ping from another task could land between two slices of one big frame and break it."""
+
+    def __init__(self, content: AsyncIterator[bytes], *, send_timeout_s: float) -> None:
+        super().__init__(content, headers=HEADERS, ping=0, send_timeout=send_timeout_s)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:

@@ -125,3 +125,30 @@ def test_client_that_takes_no_bytes_is_dropped_and_can_resume(tight: LiveServer)
         with c.stream("GET", run["stream_url"]) as response:
             full = read_sse(response)
         assert tokens_text(got) + tokens_text(rest) == tokens_text(full)
+
+
+def test_a_big_event_is_not_copied_for_each_stalled_reader(
+    client: httpx.Client, server: LiveServer
+) -> None:
+    """Regression: the `update` of a long answer (here 2 MB) reached 30 readers whose sockets
+    were full; sent as one piece it was copied whole into each connection's buffer (RSS grew
+    ~130 MB). Sent in slices, each stalled reader holds at most one slice beyond the
+    high-water mark (~13 MB in all)."""
+    body = {"input": {"query": "[[tokens=10000]] [[size=200]]"}}
+    warmup = client.post("/graphs/chat/runs", json=body).json()
+    wait_status(client, warmup["run_id"], "completed")
+    rss_before = server.rss_kb()
+    run = client.post("/graphs/chat/runs", json=body).json()
+    stalled = [RawSSEClient(server.url, f"/runs/{run['run_id']}/stream") for _ in range(30)]
+    try:
+        wait_status(client, run["run_id"], "completed")
+        time.sleep(1.0)  # the readers reach the big event and block on it
+        growth_kb = server.rss_kb() - rss_before
+        whole = stalled[0].read_all()
+    finally:
+        for reader in stalled:
+            reader.close()
+    assert whole[-1].event == "end"
+    answer = next(e for e in whole if e.event == "update").data["values"]["answer"]
+    assert len(answer) == 2_000_000 and tokens_text(whole) == answer
+    assert growth_kb < 40_000, f"RSS grew {growth_kb} KB with 30 stalled readers"

@@ -210,8 +210,24 @@ class RawSSEClient:
         while chunk := self.sock.recv(65536):
             self.received += chunk
         self.sock.close()
-        _, _, body = self.received.partition(b"\r\n\r\n")
+        head, _, body = self.received.partition(b"\r\n\r\n")
+        if b"transfer-encoding: chunked" in head.lower():
+            body = _dechunk(body)
         return list(parse_sse(iter(body.decode("utf-8").split("\n"))))
 
     def close(self) -> None:
         self.sock.close()
+
+
+def _dechunk(body: bytes) -> bytes:
+    """The payload of a chunked HTTP/1.1 body (uvicorn chunks even an HTTP/1.0 response)."""
+    out = bytearray()
+    pos = 0
+    while pos < len(body):
+        end = body.index(b"\r\n", pos)
+        size = int(body[pos:end].split(b";")[0], 16)
+        if size == 0:
+            break
+        out += body[end + 2 : end + 2 + size]
+        pos = end + 2 + size + 2
+    return bytes(out)
