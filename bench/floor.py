@@ -6,7 +6,9 @@ for the service, so the floor and the service pay for the same event loop.
 
 `python -m bench.floor openai BASE_URL TOKENS REPEAT` (or `offline - TOKENS REPEAT`) prints the
 CPU seconds per token of each repetition as JSON, for a benchmark that wants the floor measured
-in a fresh process.
+in a fresh process. `python -m bench.floor first-token BASE_URL PROMPT STREAMS ROUNDS` prints,
+for each round, the seconds from calling `astream` to its first text chunk of each of STREAMS
+calls started at once.
 """
 
 from __future__ import annotations
@@ -16,12 +18,14 @@ import json
 import sys
 import time
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, TypeVar
 
 from langchain_core.language_models.chat_models import BaseChatModel
 
+T = TypeVar("T")
 
-def _run(main: Callable[[], Coroutine[Any, Any, list[float]]]) -> list[float]:
+
+def _run(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvicorn[standard] brings it
@@ -81,7 +85,37 @@ def cpu_per_token(
     return _run(main)
 
 
+def first_token_s(llm: BaseChatModel, prompt: str, streams: int, rounds: int) -> list[list[float]]:
+    """For each round, `streams` concurrent `astream` calls: seconds to each one's first text."""
+
+    async def one() -> float:
+        started = time.monotonic()
+        first: float | None = None
+        async for chunk in llm.astream(prompt):
+            if first is None and chunk.content:
+                first = time.monotonic() - started
+        assert first is not None, "the model sent no text"
+        return first
+
+    async def main() -> list[list[float]]:
+        try:
+            await asyncio.gather(*(one() for _ in range(min(streams, 5))))  # warm up
+            return [
+                list(await asyncio.gather(*(one() for _ in range(streams)))) for _ in range(rounds)
+            ]
+        finally:
+            http = getattr(llm, "http_async_client", None)
+            if http is not None:
+                await http.aclose()
+
+    return _run(main)
+
+
 def main() -> None:
+    if sys.argv[1] == "first-token":
+        base_url, prompt, streams, rounds = sys.argv[2:6]
+        print(json.dumps(first_token_s(openai_model(base_url), prompt, int(streams), int(rounds))))
+        return
     kind, base_url, tokens, repeat = sys.argv[1:5]
     llm = openai_model(base_url) if kind == "openai" else offline_model()
     prompt = f"[[tokens={tokens}]]" if kind == "openai" else "Explain attention"

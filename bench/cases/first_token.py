@@ -3,16 +3,48 @@ minus the upstream's own first-token delay (`[[first=S]]`), at 1 and at 100 conc
 
 What remains is what the service adds: HTTP in, starting the run and the graph, the model
 call's request to the upstream, and the way back to the client.
+
+The floor beside it: the same model calls made with `ChatOpenAI.astream` alone, in one process
+(1 call, then 100 at once). What 100 simultaneous starts cost one core there is not the
+service's doing; it bounds from below what the service can reach at 100 streams.
 """
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+
 from bench import client
 from bench.cases._common import Context, aio, chat, concurrent, post_stream
-from bench.harness import service
+from bench.harness import ROOT, Upstream, service
 from bench.report import Figure, Target, percentile
 
 FIRST_S = 0.05
+
+
+def floor_first_token_s(
+    upstream: Upstream, prompt: str, streams: int, rounds: int
+) -> list[list[float]]:
+    """`ChatOpenAI.astream` alone, `streams` at once, in a fresh process (bench/floor.py)."""
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.floor",
+            "first-token",
+            upstream.base_url,
+            prompt,
+            str(streams),
+            str(rounds),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        check=True,
+        text=True,
+    ).stdout
+    rounds_s: list[list[float]] = json.loads(out.strip().splitlines()[-1])
+    return rounds_s
 
 
 def run(ctx: Context) -> list[Figure]:
@@ -41,6 +73,17 @@ def run(ctx: Context) -> list[Figure]:
             crowd.extend(latencies)
             crowd_p50.append(percentile(latencies, 50))
             crowd_p99.append(percentile(latencies, 99))
+    # The floor: the same calls straight to ChatOpenAI.astream in one process, no service. At
+    # 100 streams it shows what one core needs just to start 100 model calls at once.
+    prompt = body["input"]["query"]
+    floor_single = [
+        (r[0] - FIRST_S) * 1000
+        for r in floor_first_token_s(ctx.upstream, prompt, 1, ctx.pick(30, 10))
+    ]
+    floor_p50 = [
+        percentile([(s - FIRST_S) * 1000 for s in r], 50)
+        for r in floor_first_token_s(ctx.upstream, prompt, 100, ctx.pick(5, 2))
+    ]
     note = f"minus the upstream's {FIRST_S * 1000:.0f} ms; min-max over rounds"
     return [
         Figure(
@@ -48,6 +91,8 @@ def run(ctx: Context) -> list[Figure]:
             "added, 1 stream: p50",
             "ms",
             [percentile(single, 50)],
+            baseline=[percentile(floor_single, 50)],
+            baseline_name="astream alone",
             target=Target("<=", 5, on="value"),
             note=note,
             extra={"samples": single},
@@ -58,6 +103,8 @@ def run(ctx: Context) -> list[Figure]:
             "added, 100 streams: p50",
             "ms",
             crowd_p50,
+            baseline=floor_p50,
+            baseline_name="astream alone",
             target=Target("<=", 50, on="value"),
             note=note,
         ),
