@@ -8,7 +8,9 @@ for the service, so the floor and the service pay for the same event loop.
 CPU seconds per token of each repetition as JSON, for a benchmark that wants the floor measured
 in a fresh process. `python -m bench.floor first-token BASE_URL PROMPT STREAMS ROUNDS` prints,
 for each round, the seconds from calling `astream` to its first text chunk of each of STREAMS
-calls started at once.
+calls started at once. `python -m bench.floor graph-rss STREAMS DELAY` prints the peak RSS growth
+per run, in KB, of STREAMS concurrent runs of the `report` graph with the offline model (tokens
+DELAY seconds apart) through `astream_events` alone: no HTTP, no checkpointer, no service.
 """
 
 from __future__ import annotations
@@ -111,7 +113,54 @@ def first_token_s(llm: BaseChatModel, prompt: str, streams: int, rounds: int) ->
     return _run(main)
 
 
+def _rss_kb() -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError("no VmRSS in /proc/self/status")
+
+
+def graph_rss_per_run_kb(streams: int, delay_s: float) -> float:
+    """Peak RSS growth per run of `streams` concurrent `report` graph runs, sampled every
+    0.25 s, after a warm-up of 5 unpaced runs: what LangGraph and LangChain hold per live run."""
+    import gc
+
+    from graphs.models import ModelContext
+    from graphs.offline import OfflineChatModel
+    from graphs.report import graph
+
+    compiled = graph.compile()
+    paced = ModelContext(llm=OfflineChatModel(token_delay_s=delay_s))
+    unpaced = ModelContext(llm=OfflineChatModel(token_delay_s=0))
+
+    async def one(context: ModelContext = paced) -> None:
+        async for _ in compiled.astream_events(
+            {"topic": "tides"},
+            version="v2",
+            context=context,
+            include_types=["chain", "chat_model", "tool"],
+        ):
+            pass
+
+    async def main() -> float:
+        await asyncio.gather(*(one(unpaced) for _ in range(5)))
+        gc.collect()
+        before = peak = _rss_kb()
+        runs = asyncio.gather(*(one() for _ in range(streams)))
+        while not runs.done():
+            await asyncio.sleep(0.25)
+            peak = max(peak, _rss_kb())
+        await runs
+        return (peak - before) / streams
+
+    return _run(main)
+
+
 def main() -> None:
+    if sys.argv[1] == "graph-rss":
+        print(json.dumps(graph_rss_per_run_kb(int(sys.argv[2]), float(sys.argv[3]))))
+        return
     if sys.argv[1] == "first-token":
         base_url, prompt, streams, rounds = sys.argv[2:6]
         print(json.dumps(first_token_s(openai_model(base_url), prompt, int(streams), int(rounds))))

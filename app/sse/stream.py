@@ -55,20 +55,22 @@ HEADERS = {"Cache-Control": "no-cache, no-transform", "X-Accel-Buffering": "no"}
 def _take(events: Sequence[Event], start: int) -> tuple[bytes, int]:
     """The frame for events[start:] up to the end of a run of mergeable tokens; next index."""
     first = events[start]
+    if first.type != "token" or start + 1 == len(events) or events[start + 1].type != "token":
+        return first.frame, start + 1
+    data = first.data
+    message_id = data.get("message_id")
+    texts = [data["text"]]
     end = start + 1
-    if first.type == "token":
-        message_id = first.data.get("message_id")
-        while (
-            end < len(events)
-            and events[end].type == "token"
-            and events[end].data.get("message_id") == message_id
-        ):
-            end += 1
+    while end < len(events) and events[end].type == "token":
+        nxt = events[end].data
+        if nxt.get("message_id") != message_id:
+            break
+        texts.append(nxt["text"])
+        end += 1
     if end == start + 1:
         return first.frame, end
-    last = events[end - 1]
-    data = dict(first.data, text="".join(e.data["text"] for e in events[start:end]))
-    return encode_json(last.id, "token", data), end
+    data["text"] = "".join(texts)
+    return encode_json(events[end - 1].id, "token", data), end
 
 
 def sends(frames: Sequence[bytes]) -> Iterator[bytes]:

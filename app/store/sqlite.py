@@ -119,9 +119,7 @@ class SqliteRunStore:
     async def append_events(self, batches: Sequence[tuple[str, Sequence[Event]]]) -> None:
         # The frame bytes clients get are what is stored: usually already encoded for a reader,
         # and a replay after a restart sends the same bytes.
-        rows = [
-            (run_id, e.id, e.type, e.stored_frame()) for run_id, events in batches for e in events
-        ]
+        rows = [(run_id, e.id, e.type, e.frame) for run_id, events in batches for e in events]
         if not rows:
             return
         async with self._lock:

@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import statistics
+import subprocess
+import sys
 from typing import Any
 
 from bench import client
 from bench.cases._common import Context, aio, chat
-from bench.harness import Process, service
+from bench.harness import ROOT, Process, service
 from bench.report import Figure, Target, percentile
 
 GAP_P99_MS = 500.0
@@ -68,7 +70,17 @@ def _offline(streams: int) -> dict[str, float]:
     body = {"input": {"topic": "tides"}}
     with service(None, OFFLINE_TOKEN_DELAY_S="0.1").start("/readyz") as server:
         _paced(server, 5, "/graphs/report/stream", body)
-        return _paced(server, streams, "/graphs/report/stream", body)
+        result = _paced(server, streams, "/graphs/report/stream", body)
+    # The floor: the same runs through `astream_events` alone, in one fresh process.
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.floor", "graph-rss", str(streams), "0.1"],
+        cwd=ROOT,
+        capture_output=True,
+        check=True,
+        text=True,
+    ).stdout
+    result["graph_rss_per_run_kb"] = float(out.strip().splitlines()[-1])
+    return result
 
 
 def _openai(ctx: Context, steps: list[int]) -> tuple[int, list[dict[str, float]]]:
@@ -116,7 +128,10 @@ def run(ctx: Context) -> list[Figure]:
             f"{name}: RSS per stream",
             "KB",
             [off["rss_per_stream_kb"]],
+            baseline=[off["graph_rss_per_run_kb"]],
+            baseline_name="graph alone",
             target=Target("<=", 100, on="value"),
+            note="baseline: the same runs through astream_events in one process, no service",
         ),
         Figure(
             "scale",
