@@ -4,7 +4,8 @@ CPU is `time.process_time()` of this process (all its threads), so the fake upst
 runs in its own process, is never counted. The loop is uvloop when installed, as uvicorn uses
 for the service, so the floor and the service pay for the same event loop.
 
-`python -m bench.floor openai BASE_URL TOKENS REPEAT` (or `offline - TOKENS REPEAT`) prints the
+`python -m bench.floor openai BASE_URL TOKENS REPEAT` (or `offline - TOKENS REPEAT`, or `graph` /
+`graph+ours` for the chat graph through `astream_events` without / with our mapping) prints the
 CPU seconds per token of each repetition as JSON, for a benchmark that wants the floor measured
 in a fresh process. `python -m bench.floor first-token BASE_URL PROMPT STREAMS ROUNDS` prints,
 for each round, the seconds from calling `astream` to its first text chunk of each of STREAMS
@@ -20,7 +21,7 @@ import json
 import sys
 import time
 from collections.abc import Callable, Coroutine
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from langchain_core.language_models.chat_models import BaseChatModel
 
@@ -113,6 +114,53 @@ def first_token_s(llm: BaseChatModel, prompt: str, streams: int, rounds: int) ->
     return _run(main)
 
 
+def graph_cpu_per_token(base_url: str, tokens: int, repeat: int, ours: bool) -> list[float]:
+    """CPU seconds per token of the `chat` graph run through `astream_events` in this process,
+    with the service's filter, on `ChatOpenAI`: what LangGraph and `astream_events` add to the
+    model call. With `ours`, each raw event also goes through the service's `EventMapper` into
+    a `MemoryEventLog` (frames encoded): the service's run loop without HTTP and SSE."""
+    from langgraph.checkpoint.memory import InMemorySaver
+
+    from app.runs.events import INCLUDE_TYPES, EventMapper
+    from app.runs.log import MemoryEventLog
+    from graphs.chat import graph
+    from graphs.models import ModelContext
+
+    llm = openai_model(base_url)
+    compiled = graph.compile(checkpointer=InMemorySaver())
+    context = ModelContext(llm=llm)
+
+    async def once() -> float:
+        started = time.process_time()
+        config: Any = {"configurable": {"thread_id": str(time.monotonic())}}
+        mapper, log, n = EventMapper(), MemoryEventLog(), 0
+        async for raw in compiled.astream_events(
+            {"query": f"[[tokens={tokens}]]"},
+            config,
+            version="v2",
+            include_types=INCLUDE_TYPES,
+            context=context,
+        ):
+            if ours:
+                for event_type, data in mapper.map(cast("dict[str, Any]", raw)):
+                    n += event_type == "token"
+                    log.append(event_type, data)
+            elif raw["event"] == "on_chat_model_stream" and raw["data"]["chunk"].content:
+                n += 1
+        return (time.process_time() - started) / n
+
+    async def main() -> list[float]:
+        try:
+            await once()
+            return [await once() for _ in range(repeat)]
+        finally:
+            http = getattr(llm, "http_async_client", None)
+            if http is not None:
+                await http.aclose()
+
+    return _run(main)
+
+
 def _rss_kb() -> int:
     with open("/proc/self/status") as status:
         for line in status:
@@ -166,6 +214,10 @@ def main() -> None:
         print(json.dumps(first_token_s(openai_model(base_url), prompt, int(streams), int(rounds))))
         return
     kind, base_url, tokens, repeat = sys.argv[1:5]
+    if kind in ("graph", "graph+ours"):
+        ours = kind == "graph+ours"
+        print(json.dumps(graph_cpu_per_token(base_url, int(tokens), int(repeat), ours)))
+        return
     llm = openai_model(base_url) if kind == "openai" else offline_model()
     prompt = f"[[tokens={tokens}]]" if kind == "openai" else "Explain attention"
     print(json.dumps(cpu_per_token(llm, prompt, int(tokens), int(repeat))))

@@ -5,6 +5,11 @@ The service's CPU is read from /proc/<pid>/stat before and after; the floor's is
 `time.process_time()`. The fake upstream runs in a third process, counted in neither. Same for
 the offline model (no key, `OFFLINE_TOKEN_DELAY_S=0`), whose answer is short, so both sides
 repeat calls until they have the token count: its figure includes the per-run overhead.
+
+Two steps between floor and service, each in a fresh process, show where the cost comes from:
+the `chat` graph through `astream_events` with the service's filter (LangGraph and LangChain's
+event stream, an in-memory checkpointer), then the same plus our `EventMapper` and event log.
+What the service adds beyond the second step is HTTP, SSE and the SQLite checkpointer/store.
 """
 
 from __future__ import annotations
@@ -64,6 +69,11 @@ def run(ctx: Context) -> list[Figure]:
     repeat = ctx.pick(5, 3)
     up = ctx.upstream
     floor = floor_cpu_per_token("openai", up, tokens, repeat)
+    # Where the service's cost comes from, in steps, each in a fresh process: the chat graph
+    # through astream_events (LangGraph + LangChain's event stream), then plus our mapping
+    # and event log (the service's run loop without HTTP and SSE).
+    graph = floor_cpu_per_token("graph", up, tokens, repeat)
+    graph_ours = floor_cpu_per_token("graph+ours", up, tokens, repeat)
     with service(up).start("/readyz") as server:
         measured = service_cpu_per_token(server, f"[[tokens={tokens}]]", tokens, repeat)
     offline_floor = floor_cpu_per_token("offline", None, tokens, repeat)
@@ -79,6 +89,24 @@ def run(ctx: Context) -> list[Figure]:
             [v * us for v in floor],
             "astream alone",
             Target("<=", 1.25),
+        ),
+        Figure(
+            "cost",
+            "  of which: chat graph via astream_events, in-process",
+            "us",
+            [v * us for v in graph],
+            [v * us for v in floor],
+            "astream alone",
+            note="LangGraph and astream_events around the same model call; no service code",
+        ),
+        Figure(
+            "cost",
+            "  of which: + our event mapping and log, in-process",
+            "us",
+            [v * us for v in graph_ours],
+            [v * us for v in floor],
+            "astream alone",
+            note="the service's run loop without HTTP and SSE",
         ),
         Figure(
             "cost",

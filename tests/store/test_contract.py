@@ -165,3 +165,50 @@ def test_sqlite_store_survives_reopening_and_migrates_once(tmp_path: Path) -> No
             await reopened.close()
 
     asyncio.run(main())
+
+
+def test_a_retried_flush_that_carries_more_events_replaces_the_shorter_one(
+    with_store: Run[Any],
+) -> None:
+    async def check(store: RunStore) -> None:
+        events = _events("r1", 6)
+        await store.append_events([("r1", events[:3])])
+        await store.append_events([("r1", events[:5])])  # the same flush again, grown
+        await store.append_events([("r1", events[5:])])
+        loaded = await store.load_events("r1")
+        assert [e.frame for e in loaded] == [e.frame for e in events]
+
+    with_store(check)
+
+
+def test_sqlite_store_migrates_a_version_1_event_log_without_losing_events(
+    tmp_path: Path,
+) -> None:
+    """Version 1 kept one row per event; version 2 keeps chunks. A database written by
+    version 1 must replay the same frames after the upgrade."""
+    import sqlite3
+
+    path = tmp_path / "runs.db"
+    events = _events("r1", 4)
+    with sqlite3.connect(path) as db:
+        db.executescript(
+            "CREATE TABLE svc_schema (version INTEGER NOT NULL);"
+            f"INSERT INTO svc_schema (version) VALUES (1); {MIGRATIONS[0]}"
+        )
+        db.executemany(
+            "INSERT INTO svc_run_events (run_id, id, type, frame) VALUES (?, ?, ?, ?)",
+            [("r1", e.id, e.type, e.frame) for e in events],
+        )
+
+    async def main() -> None:
+        store = await SqliteRunStore.open(path)
+        try:
+            loaded = await store.load_events("r1")
+            assert [(e.id, e.type, e.frame) for e in loaded] == [
+                (e.id, e.type, e.frame) for e in events
+            ]
+            assert loaded[2].data == events[2].data
+        finally:
+            await store.close()
+
+    asyncio.run(main())
