@@ -5,6 +5,7 @@ RunManager and the SIGTERM drain; on shutdown cancel what still runs, write it o
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
@@ -15,6 +16,7 @@ from fastapi import FastAPI
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.memory import InMemorySaver
 
+from app.gc_tuning import tune_gc
 from app.registry import GraphRegistry
 from app.runs.manager import RunManager
 from app.settings import Settings
@@ -92,6 +94,7 @@ def lifespan(settings: Settings) -> Any:
             max_workers=settings.sync_node_threads, thread_name_prefix="sync-node"
         )
         loop.set_default_executor(executor)
+        previous_gc = tune_gc()  # see app/gc_tuning.py: full collections stalled every stream
         async with AsyncExitStack() as stack:
             await stack.enter_async_context(single_writer(settings))
             checkpointer = await stack.enter_async_context(open_checkpointer(settings))
@@ -132,5 +135,6 @@ def lifespan(settings: Settings) -> Any:
                 graceful.uninstall()
                 await manager.close()
         executor.shutdown(wait=False, cancel_futures=True)
+        gc.set_threshold(*previous_gc)
 
     return _lifespan
