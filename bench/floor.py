@@ -9,15 +9,18 @@ for the service, so the floor and the service pay for the same event loop.
 CPU seconds per token of each repetition as JSON, for a benchmark that wants the floor measured
 in a fresh process. `python -m bench.floor first-token BASE_URL PROMPT STREAMS ROUNDS` prints,
 for each round, the seconds from calling `astream` to its first text chunk of each of STREAMS
-calls started at once. `python -m bench.floor graph-rss STREAMS DELAY` prints the peak RSS growth
-per run, in KB, of STREAMS concurrent runs of the `report` graph with the offline model (tokens
-DELAY seconds apart) through `astream_events` alone: no HTTP, no checkpointer, no service.
+calls started at once. `python -m bench.floor graph-rss STREAMS DELAY` prints the peak RSS
+growth per run, in KB, of STREAMS concurrent runs of the `report` graph with the offline model
+(tokens DELAY seconds apart) through `astream_events` alone: no HTTP, no checkpointer, no
+service. With `BENCH_FLOOR_GC=service` the process first takes the service's GC thresholds
+(app/gc_tuning.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 import time
 from collections.abc import Callable, Coroutine
@@ -206,6 +209,10 @@ def graph_rss_per_run_kb(streams: int, delay_s: float) -> float:
 
 
 def main() -> None:
+    if os.environ.get("BENCH_FLOOR_GC") == "service":
+        from app.gc_tuning import tune_gc
+
+        tune_gc()  # the service's GC thresholds, to show what they do for the floor itself
     if sys.argv[1] == "graph-rss":
         print(json.dumps(graph_rss_per_run_kb(int(sys.argv[2]), float(sys.argv[3]))))
         return

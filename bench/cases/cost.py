@@ -15,6 +15,7 @@ What the service adds beyond the second step is HTTP, SSE and the SQLite checkpo
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -26,13 +27,16 @@ OFFLINE_PROMPT = "Explain attention"
 
 
 def floor_cpu_per_token(
-    kind: str, upstream: Upstream | None, tokens: int, repeat: int
+    kind: str, upstream: Upstream | None, tokens: int, repeat: int, service_gc: bool = False
 ) -> list[float]:
-    """The floor, measured in a fresh process (bench/floor.py)."""
+    """The floor, measured in a fresh process (bench/floor.py); with `service_gc`, that
+    process uses the service's GC thresholds."""
     base_url = upstream.base_url if upstream is not None else "-"
+    env = dict(os.environ, BENCH_FLOOR_GC="service" if service_gc else "")
     out = subprocess.run(
         [sys.executable, "-m", "bench.floor", kind, base_url, str(tokens), str(repeat)],
         cwd=ROOT,
+        env=env,
         capture_output=True,
         check=True,
         text=True,
@@ -69,6 +73,9 @@ def run(ctx: Context) -> list[Figure]:
     repeat = ctx.pick(5, 3)
     up = ctx.upstream
     floor = floor_cpu_per_token("openai", up, tokens, repeat)
+    # The service raises CPython's GC thresholds (app/gc_tuning.py). The same for the floor
+    # shows how much of the ratio that is, so it can be read fairly.
+    floor_gc = floor_cpu_per_token("openai", up, tokens, repeat, service_gc=True)
     # Where the service's cost comes from, in steps, each in a fresh process: the chat graph
     # through astream_events (LangGraph + LangChain's event stream), then plus our mapping
     # and event log (the service's run loop without HTTP and SSE).
@@ -89,6 +96,15 @@ def run(ctx: Context) -> list[Figure]:
             [v * us for v in floor],
             "astream alone",
             Target("<=", 1.25),
+        ),
+        Figure(
+            "cost",
+            "  same, floor with the service's GC thresholds",
+            "us",
+            [v * us for v in measured],
+            [v * us for v in floor_gc],
+            "astream alone",
+            note="context: app/gc_tuning.py applied to the floor's process too",
         ),
         Figure(
             "cost",
