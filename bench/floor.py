@@ -40,6 +40,13 @@ def _run(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
         return runner.run(main())
 
 
+async def _close_http(llm: BaseChatModel) -> None:
+    """Close the model's own HTTP client (see `openai_model`) before the event loop ends."""
+    http = getattr(llm, "http_async_client", None)
+    if http is not None:
+        await http.aclose()
+
+
 def openai_model(base_url: str) -> BaseChatModel:
     """`ChatOpenAI` configured as graphs/models.py configures the service's, with an HTTP
     client of its own that `cpu_per_token` closes before its event loop ends (the default one
@@ -84,9 +91,7 @@ def cpu_per_token(
                 await once()
             return [await once() for _ in range(repeat)]
         finally:
-            http = getattr(llm, "http_async_client", None)
-            if http is not None:
-                await http.aclose()
+            await _close_http(llm)
 
     return _run(main)
 
@@ -110,9 +115,7 @@ def first_token_s(llm: BaseChatModel, prompt: str, streams: int, rounds: int) ->
                 list(await asyncio.gather(*(one() for _ in range(streams)))) for _ in range(rounds)
             ]
         finally:
-            http = getattr(llm, "http_async_client", None)
-            if http is not None:
-                await http.aclose()
+            await _close_http(llm)
 
     return _run(main)
 
@@ -157,9 +160,7 @@ def graph_cpu_per_token(base_url: str, tokens: int, repeat: int, ours: bool) -> 
             await once()
             return [await once() for _ in range(repeat)]
         finally:
-            http = getattr(llm, "http_async_client", None)
-            if http is not None:
-                await http.aclose()
+            await _close_http(llm)
 
     return _run(main)
 
