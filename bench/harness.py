@@ -7,6 +7,7 @@ the fake upstream or the benchmark itself.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -187,3 +188,19 @@ def baseline(kind: str, upstream: Upstream) -> Process:
     env = _base_env(OPENAI_API_KEY="k", OPENAI_BASE_URL=upstream.base_url)
     argv = _uvicorn(f"bench.baselines:{kind}_app", port, "--factory")
     return Process(kind, argv, port, env)
+
+
+def run_floor(*args: str, service_gc: bool = False) -> Any:
+    """`python -m bench.floor ARGS` in a fresh process (so the floor shares nothing with this
+    one); the JSON it prints last. With `service_gc`, the floor's process first takes the
+    service's GC thresholds (app/gc_tuning.py)."""
+    env = dict(os.environ, BENCH_FLOOR_GC="service" if service_gc else "")
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.floor", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        check=True,
+        text=True,
+    ).stdout
+    return json.loads(out.strip().splitlines()[-1])

@@ -14,13 +14,8 @@ What the service adds beyond the second step is HTTP, SSE and the SQLite checkpo
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-
 from bench.cases._common import Context, aio, chat, post_stream
-from bench.harness import ROOT, Process, Upstream, service
+from bench.harness import Process, Upstream, run_floor, service
 from bench.report import Figure, Target
 
 OFFLINE_PROMPT = "Explain attention"
@@ -32,16 +27,7 @@ def floor_cpu_per_token(
     """The floor, measured in a fresh process (bench/floor.py); with `service_gc`, that
     process uses the service's GC thresholds."""
     base_url = upstream.base_url if upstream is not None else "-"
-    env = dict(os.environ, BENCH_FLOOR_GC="service" if service_gc else "")
-    out = subprocess.run(
-        [sys.executable, "-m", "bench.floor", kind, base_url, str(tokens), str(repeat)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        check=True,
-        text=True,
-    ).stdout
-    values: list[float] = json.loads(out.strip().splitlines()[-1])
+    values: list[float] = run_floor(kind, base_url, str(tokens), str(repeat), service_gc=service_gc)
     return values
 
 

@@ -11,13 +11,9 @@ service's doing; it bounds from below what the service can reach at 100 streams.
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-
 from bench import client
 from bench.cases._common import Context, aio, chat, concurrent, post_stream
-from bench.harness import ROOT, Upstream, service
+from bench.harness import Upstream, run_floor, service
 from bench.report import Figure, Target, percentile
 
 FIRST_S = 0.05
@@ -27,23 +23,9 @@ def floor_first_token_s(
     upstream: Upstream, prompt: str, streams: int, rounds: int
 ) -> list[list[float]]:
     """`ChatOpenAI.astream` alone, `streams` at once, in a fresh process (bench/floor.py)."""
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench.floor",
-            "first-token",
-            upstream.base_url,
-            prompt,
-            str(streams),
-            str(rounds),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        check=True,
-        text=True,
-    ).stdout
-    rounds_s: list[list[float]] = json.loads(out.strip().splitlines()[-1])
+    rounds_s: list[list[float]] = run_floor(
+        "first-token", upstream.base_url, prompt, str(streams), str(rounds)
+    )
     return rounds_s
 
 

@@ -14,13 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import statistics
-import subprocess
-import sys
 from typing import Any
 
 from bench import client
 from bench.cases._common import Context, aio, chat
-from bench.harness import ROOT, Process, service
+from bench.harness import Process, run_floor, service
 from bench.report import Figure, Target, percentile
 
 GAP_P99_MS = 500.0
@@ -72,14 +70,7 @@ def _offline(streams: int) -> dict[str, float]:
         _paced(server, 5, "/graphs/report/stream", body)
         result = _paced(server, streams, "/graphs/report/stream", body)
     # The floor: the same runs through `astream_events` alone, in one fresh process.
-    out = subprocess.run(
-        [sys.executable, "-m", "bench.floor", "graph-rss", str(streams), "0.1"],
-        cwd=ROOT,
-        capture_output=True,
-        check=True,
-        text=True,
-    ).stdout
-    result["graph_rss_per_run_kb"] = float(out.strip().splitlines()[-1])
+    result["graph_rss_per_run_kb"] = float(run_floor("graph-rss", str(streams), "0.1"))
     return result
 
 
