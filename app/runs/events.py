@@ -142,6 +142,8 @@ class EventMapper:
         if not text:
             return []
         node = (raw.get("metadata") or {}).get("langgraph_node")
+        # Keep these keys and this order, text last: a lagging reader merges tokens on their
+        # encoded bytes (app/sse/stream.py, `_take`).
         return [("token", {"node": node, "message_id": chunk.id or raw["run_id"], "text": text})]
 
     def _interrupts(self, chunk: Any) -> Mapped:

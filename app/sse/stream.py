@@ -21,15 +21,22 @@ Design record
   run) sent to 100 readers whose sockets were full cost 200 MB of buffers (found with the
   bench's stalled-clients case: 2,023,280 bytes buffered per connection). In slices, a stalled
   reader holds at most one slice beyond the high-water mark.
-- Coalescing (COALESCE_S): while tokens come faster than one per COALESCE_S, the reader pauses
-  COALESCE_S after sending one, so what arrives meanwhile goes out as one merged frame in one
-  send. Why: the profile of one fast stream (make bench, cost case; py-spy) had a send per
-  token through sse-starlette and uvicorn (a cancel scope, the ASGI send chain, a socket
-  write) and a wake-up of this generator per token; coalescing took the service from ~295 to
-  ~220 us of CPU per token (2.0x to 1.5x `ChatOpenAI.astream` alone), and the client reads
-  fewer frames too. A token after a pause is sent at once, so first-token latency and paced
-  streams (slower than one token per COALESCE_S) are untouched; a fast stream's tokens wait at
-  most COALESCE_S.
+- Coalescing: while tokens come faster than one per window, the reader pauses one window
+  after sending one, so what arrives meanwhile goes out as one merged frame in one send. Why:
+  the profile of one fast stream (make bench, cost case; py-spy) had a send per token through
+  sse-starlette and uvicorn (a cancel scope, the ASGI send chain, a socket write) and a
+  wake-up of this generator per token; coalescing took the service from ~295 to ~220 us of
+  CPU per token (2.0x to 1.5x `ChatOpenAI.astream` alone), and the client reads fewer frames
+  too. A token after a pause is sent at once, so first-token latency and paced streams
+  (slower than one token per window) are untouched; a fast stream's tokens wait at most one
+  window. A reader with more than a BATCH waiting never pauses (a replay goes at full speed).
+- The window follows the load (`coalesce_window`): 5 ms up to 10 open streams, then 0.5 ms per
+  open stream, at most 50 ms, so fast streams' readers wake about 2,000 times a second in all
+  whatever their number. Why: with 100 readers of one fast run beside 10 other streams (bench
+  slow_clients case), a fixed 5 ms window had the readers wake 20,000 times a second, and the
+  other streams got 0.74x their throughput alone; with this window 0.91x, and the throughput
+  at 100 fast streams went from 1.24x to 1.39x the naive forwarder. Paced streams did not
+  change (1,000 paced streams: p99 gap 571-661 ms with 5 ms, 632-668 ms with 50 ms).
 """
 
 from __future__ import annotations
@@ -42,35 +49,70 @@ from sse_starlette.sse import EventSourceResponse, SendTimeoutError
 from starlette.types import Message, Receive, Scope, Send
 
 from app.runs.log import Event, EventLog
-from app.sse.encoder import PING, encode_json
+from app.sse.encoder import PING
 
 log = logging.getLogger("app.sse")
 
 BATCH = 256
-COALESCE_S = 0.005
+COALESCE_MIN_S = 0.005
+COALESCE_MAX_S = 0.05
+COALESCE_PER_STREAM_S = 0.0005
 SEND_BYTES = 64 * 1024
 HEADERS = {"Cache-Control": "no-cache, no-transform", "X-Accel-Buffering": "no"}
 
 
+_TEXT_KEY = b',"text":"'
+_TOKEN_TAIL = b'"}\n\n'
+
+
+def _token_head(frame: bytes) -> tuple[int, bytes] | None:
+    """Where a token frame's data starts, and its data up to and including the text key
+    (`{"node":..,"message_id":..,"text":"`); None if the frame is not in that shape."""
+    if not frame.endswith(_TOKEN_TAIL):
+        return None
+    start = frame.find(b"\ndata: ") + 7
+    # The text is the last key, and an escaped JSON string holds no bare `"`, so the last
+    # `,"text":"` in the frame is the key itself.
+    cut = frame.rfind(_TEXT_KEY)
+    if start < 7 or cut < start:
+        return None
+    return start, frame[start : cut + len(_TEXT_KEY)]
+
+
 def _take(events: Sequence[Event], start: int) -> tuple[bytes, int]:
-    """The frame for events[start:] up to the end of a run of mergeable tokens; next index."""
+    """The frame for events[start:] up to the end of a run of mergeable tokens; next index.
+
+    Tokens are merged on the bytes, without decoding them: escaped JSON strings concatenate
+    into the escape of the concatenation, so `{"node":N,"message_id":M,"text":"a"}` and the same
+    head with `"b"` give the head with `"ab"`, byte for byte what encoding the merged dict gives
+    (tests/sse/test_encoder.py). A token merges with the previous one when its data starts
+    with the same head (same node, same message). Why: decoding every token a lagging reader
+    merged was half the event loop's samples with 100 stalled readers (py-spy, bench
+    slow_clients case); this costs ~0.2 us a token."""
     first = events[start]
     if first.type != "token" or start + 1 == len(events) or events[start + 1].type != "token":
         return first.frame, start + 1
-    data = first.data
-    message_id = data.get("message_id")
-    texts = [data["text"]]
+    found = _token_head(first.frame)
+    if found is None:
+        return first.frame, start + 1
+    at, head = found
+    texts = [first.frame[at + len(head) : -len(_TOKEN_TAIL)]]
     end = start + 1
     while end < len(events) and events[end].type == "token":
-        nxt = events[end].data
-        if nxt.get("message_id") != message_id:
+        frame = events[end].frame
+        at = frame.find(b"\ndata: ") + 7
+        if not (frame.startswith(head, at) and frame.endswith(_TOKEN_TAIL)):
             break
-        texts.append(nxt["text"])
+        texts.append(frame[at + len(head) : -len(_TOKEN_TAIL)])
         end += 1
     if end == start + 1:
         return first.frame, end
-    data["text"] = "".join(texts)
-    return encode_json(events[end - 1].id, "token", data), end
+    return b"id: %d\nevent: token\ndata: %s%s%s" % (
+        events[end - 1].id,
+        head,
+        b"".join(texts),
+        _TOKEN_TAIL,
+    ), end
 
 
 def sends(frames: Sequence[bytes]) -> Iterator[bytes]:
@@ -103,19 +145,32 @@ def merge_frames(events: Sequence[Event]) -> list[bytes]:
     return frames
 
 
+_open_streams = 0  # frames() generators alive in this process
+
+
+def coalesce_window() -> float:
+    """The coalescing window for the current load: COALESCE_PER_STREAM_S per open stream,
+    within [COALESCE_MIN_S, COALESCE_MAX_S]. It keeps the wake-ups of fast streams' readers
+    to about 1 / COALESCE_PER_STREAM_S a second in all (2,000/s) up to 100 open streams."""
+    return min(COALESCE_MAX_S, max(COALESCE_MIN_S, _open_streams * COALESCE_PER_STREAM_S))
+
+
 async def frames(
     event_log: EventLog,
     cursor: int,
     max_rate: float | None = None,
     on_close: Callable[[], None] | None = None,
-    coalesce_s: float = COALESCE_S,
+    coalesce_s: float | None = None,
     ping_s: float = 15.0,
 ) -> AsyncIterator[bytes]:
     """The bytes to send to one subscriber, from the event after `cursor` to the run's end,
-    with a `: ping` comment whenever the run has been quiet for `ping_s`."""
+    with a `: ping` comment whenever the run has been quiet for `ping_s`. `coalesce_s`: a
+    fixed coalescing window (0: none); None: `coalesce_window()`, which follows the load."""
+    global _open_streams
     interval = 1.0 / max_rate if max_rate else 0.0
     clock = asyncio.get_running_loop().time
     last_token_at = float("-inf")
+    _open_streams += 1
     try:
         while True:
             events = event_log.after(cursor, BATCH)
@@ -138,13 +193,17 @@ async def frames(
             cursor = events[-1].id
             for part in sends((events[0].frame,) if len(events) == 1 else merge_frames(events)):
                 yield part
-            if coalesce_s and events[-1].type == "token":
+            if len(events) == BATCH or events[-1].type != "token":
+                continue  # more is waiting already, or not a token: no reason to wait
+            window = coalesce_window() if coalesce_s is None else coalesce_s
+            if window:
                 now = clock()
-                if now - last_token_at < coalesce_s:
-                    await asyncio.sleep(coalesce_s)
+                if now - last_token_at < window:
+                    await asyncio.sleep(window)
                     now = clock()
                 last_token_at = now
     finally:
+        _open_streams -= 1
         if on_close is not None:
             on_close()
 

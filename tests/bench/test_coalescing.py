@@ -9,7 +9,7 @@ import time
 import orjson
 
 from app.runs.log import MemoryEventLog
-from app.sse.stream import frames
+from app.sse.stream import BATCH, frames
 
 
 def _texts(chunks: list[bytes]) -> str:
@@ -50,3 +50,21 @@ def test_fast_tokens_are_sent_in_few_chunks_and_a_token_after_a_pause_at_once() 
     assert _texts(chunks) == "".join(f"{i}," for i in range(20)) + "late"
     assert len(chunks) <= 5, len(chunks)  # not one send per token
     assert latency < 0.15  # not held back by the 250 ms window (a margin for a noisy machine)
+
+
+def test_a_backlog_longer_than_a_batch_is_replayed_without_waiting() -> None:
+    """A reconnecting client's backlog goes out at full speed: the coalescing pause is only
+    taken once the reader has caught up with the log."""
+
+    async def scenario() -> tuple[str, float]:
+        log = MemoryEventLog()
+        for i in range(BATCH * 4):
+            log.append("token", {"node": "llm", "message_id": "m", "text": f"{i},"})
+        log.close()
+        started = time.monotonic()
+        chunks = [chunk async for chunk in frames(log, 0, coalesce_s=0.25)]
+        return _texts(chunks), time.monotonic() - started
+
+    text, took = asyncio.run(scenario())
+    assert text == "".join(f"{i}," for i in range(BATCH * 4))
+    assert took < 0.2  # four batches: not one 250 ms window after each

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from app.runs.log import Event, MemoryEventLog
 from app.sse.encoder import encode, encode_json
 from app.sse.stream import frames, merge_frames
@@ -46,6 +48,31 @@ def test_consecutive_tokens_of_one_message_merge_into_the_last_id() -> None:
         events[3].frame,
         encode_json(6, "token", {"node": "llm", "message_id": "m2", "text": "de"}),
     ]
+
+
+@pytest.mark.parametrize(
+    "texts",
+    [
+        ['say "hi"', " \\ back", "slash\\"],
+        ["line\n", "\ttab\r", "\x00\x1f ctl"],
+        ["caf\u00e9 ", "\u65e5\u672c", " \U0001f600"],
+        [',"text":"', '"}', "\n\ndata: x\n\n"],
+        ["", "a", ""],
+    ],
+)
+def test_merging_on_the_bytes_equals_encoding_the_merged_text(texts: list[str]) -> None:
+    events = [_tok(i + 1, t) for i, t in enumerate(texts)]
+    merged = encode_json(
+        len(texts), "token", {"node": "llm", "message_id": "m1", "text": "".join(texts)}
+    )
+    assert merge_frames(events) == [merged]
+
+
+def test_tokens_of_another_node_or_shape_are_not_merged() -> None:
+    other_node = Event(2, "token", {"node": "b", "message_id": "m1", "text": "x"})
+    odd_shape = Event(3, "token", {"node": "llm", "message_id": "m1", "text": "y", "n": 1})
+    events = [_tok(1, "a"), other_node, odd_shape, _tok(4, "z")]
+    assert merge_frames(events) == [e.frame for e in events]
 
 
 def test_non_token_events_are_never_merged() -> None:
