@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncGenerator
+from typing import cast
 
 import orjson
 
 from app.runs.log import MemoryEventLog
-from app.sse.stream import BATCH, frames
+from app.sse.stream import BATCH, COALESCE_MAX_S, COALESCE_MIN_S, coalesce_window, frames
 
 
 def _texts(chunks: list[bytes]) -> str:
@@ -68,3 +70,34 @@ def test_a_backlog_longer_than_a_batch_is_replayed_without_waiting() -> None:
     text, took = asyncio.run(scenario())
     assert text == "".join(f"{i}," for i in range(BATCH * 4))
     assert took < 0.2  # four batches: not one 250 ms window after each
+
+
+def test_the_window_grows_with_open_streams_and_shrinks_when_they_close() -> None:
+    """100 open subscribers widen the window to its maximum; once they have gone (ended or
+    disconnected), a lone stream is back to the minimum: no leaked count holds latency up."""
+
+    async def scenario() -> tuple[float, float, float]:
+        alone = coalesce_window()
+        logs = [MemoryEventLog() for _ in range(100)]
+        # frames() is an async generator; its declared type is the looser AsyncIterator.
+        readers = [cast(AsyncGenerator[bytes, None], frames(log, 0)) for log in logs]
+
+        async def first(reader: AsyncGenerator[bytes, None]) -> bytes:
+            return await anext(reader)
+
+        tasks = [asyncio.create_task(first(r)) for r in readers]
+        await asyncio.sleep(0.05)  # every reader is now waiting on its empty log
+        crowded = coalesce_window()
+        for task in tasks[:50]:
+            task.cancel()  # a client that disconnects mid-wait
+        for log in logs[50:]:
+            log.close()  # a run that ends
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for r in readers:
+            await r.aclose()
+        return alone, crowded, coalesce_window()
+
+    alone, crowded, after = asyncio.run(scenario())
+    assert alone == COALESCE_MIN_S
+    assert crowded == COALESCE_MAX_S
+    assert after == COALESCE_MIN_S
