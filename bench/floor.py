@@ -28,6 +28,8 @@ from typing import Any, TypeVar, cast
 
 from langchain_core.language_models.chat_models import BaseChatModel
 
+from app.runs.events import INCLUDE_TYPES
+
 T = TypeVar("T")
 
 
@@ -127,7 +129,7 @@ def graph_cpu_per_token(base_url: str, tokens: int, repeat: int, ours: bool) -> 
     a `MemoryEventLog` (frames encoded): the service's run loop without HTTP and SSE."""
     from langgraph.checkpoint.memory import InMemorySaver
 
-    from app.runs.events import INCLUDE_TYPES, EventMapper
+    from app.runs.events import EventMapper
     from app.runs.log import MemoryEventLog
     from graphs.chat import graph
     from graphs.models import ModelContext
@@ -173,25 +175,27 @@ def _rss_kb() -> int:
     raise RuntimeError("no VmRSS in /proc/self/status")
 
 
+def _report_runs(delay_s: float) -> tuple[Any, Any, Any]:
+    """The `report` graph compiled without a checkpointer, a paced and an unpaced offline
+    model context, as the scale case's floors run them."""
+    from graphs.models import ModelContext
+    from graphs.offline import OfflineChatModel
+    from graphs.report import graph
+
+    paced = ModelContext(llm=OfflineChatModel(token_delay_s=delay_s))
+    return graph.compile(), paced, ModelContext(llm=OfflineChatModel(token_delay_s=0))
+
+
 def graph_rss_per_run_kb(streams: int, delay_s: float) -> float:
     """Peak RSS growth per run of `streams` concurrent `report` graph runs, sampled every
     0.25 s, after a warm-up of 5 unpaced runs: what LangGraph and LangChain hold per live run."""
     import gc
 
-    from graphs.models import ModelContext
-    from graphs.offline import OfflineChatModel
-    from graphs.report import graph
+    compiled, paced, unpaced = _report_runs(delay_s)
 
-    compiled = graph.compile()
-    paced = ModelContext(llm=OfflineChatModel(token_delay_s=delay_s))
-    unpaced = ModelContext(llm=OfflineChatModel(token_delay_s=0))
-
-    async def one(context: ModelContext = paced) -> None:
+    async def one(context: Any = paced) -> None:
         async for _ in compiled.astream_events(
-            {"topic": "tides"},
-            version="v2",
-            context=context,
-            include_types=["chain", "chat_model", "tool"],
+            {"topic": "tides"}, version="v2", context=context, include_types=INCLUDE_TYPES
         ):
             pass
 
@@ -209,6 +213,32 @@ def graph_rss_per_run_kb(streams: int, delay_s: float) -> float:
     return _run(main)
 
 
+def graph_gap_p99_ms(streams: int, delay_s: float) -> float:
+    """p99 gap between consecutive tokens of `streams` concurrent `report` graph runs through
+    `astream_events`, in-process, no HTTP: what one core gives that many runs by itself."""
+    compiled, paced, unpaced = _report_runs(delay_s)
+    gaps: list[float] = []
+
+    async def one(context: Any = paced) -> None:
+        last = None
+        async for event in compiled.astream_events(
+            {"topic": "tides"}, version="v2", context=context, include_types=INCLUDE_TYPES
+        ):
+            if event["event"] == "on_chat_model_stream":
+                now = time.monotonic()
+                if last is not None:
+                    gaps.append((now - last) * 1000)
+                last = now
+
+    async def main() -> float:
+        await asyncio.gather(*(one(unpaced) for _ in range(5)))
+        gaps.clear()
+        await asyncio.gather(*(one() for _ in range(streams)))
+        return sorted(gaps)[int(len(gaps) * 0.99)]
+
+    return _run(main)
+
+
 def main() -> None:
     if os.environ.get("BENCH_FLOOR_GC") == "service":
         from app.gc_tuning import tune_gc
@@ -216,6 +246,9 @@ def main() -> None:
         tune_gc()  # the service's GC thresholds, to show what they do for the floor itself
     if sys.argv[1] == "graph-rss":
         print(json.dumps(graph_rss_per_run_kb(int(sys.argv[2]), float(sys.argv[3]))))
+        return
+    if sys.argv[1] == "graph-gaps":
+        print(json.dumps(graph_gap_p99_ms(int(sys.argv[2]), float(sys.argv[3]))))
         return
     if sys.argv[1] == "first-token":
         base_url, prompt, streams, rounds = sys.argv[2:6]
