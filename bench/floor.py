@@ -175,15 +175,28 @@ def _rss_kb() -> int:
     raise RuntimeError("no VmRSS in /proc/self/status")
 
 
-def _report_runs(delay_s: float) -> tuple[Any, Any, Any]:
-    """The `report` graph compiled without a checkpointer, a paced and an unpaced offline
-    model context, as the scale case's floors run them."""
+RunReport = Callable[..., Coroutine[Any, Any, None]]
+
+
+def _report_runs(delay_s: float) -> tuple[RunReport, Any, Any]:
+    """One `report` graph run through `astream_events` (compiled without a checkpointer), as
+    the scale case's floors run it; `on_token` is called at each token. With a paced and an
+    unpaced offline model context."""
     from graphs.models import ModelContext
     from graphs.offline import OfflineChatModel
     from graphs.report import graph
 
+    compiled = graph.compile()
+
+    async def one(context: Any, on_token: Callable[[], None] | None = None) -> None:
+        async for event in compiled.astream_events(
+            {"topic": "tides"}, version="v2", context=context, include_types=INCLUDE_TYPES
+        ):
+            if on_token is not None and event["event"] == "on_chat_model_stream":
+                on_token()
+
     paced = ModelContext(llm=OfflineChatModel(token_delay_s=delay_s))
-    return graph.compile(), paced, ModelContext(llm=OfflineChatModel(token_delay_s=0))
+    return one, paced, ModelContext(llm=OfflineChatModel(token_delay_s=0))
 
 
 def graph_rss_per_run_kb(streams: int, delay_s: float) -> float:
@@ -191,19 +204,13 @@ def graph_rss_per_run_kb(streams: int, delay_s: float) -> float:
     0.25 s, after a warm-up of 5 unpaced runs: what LangGraph and LangChain hold per live run."""
     import gc
 
-    compiled, paced, unpaced = _report_runs(delay_s)
-
-    async def one(context: Any = paced) -> None:
-        async for _ in compiled.astream_events(
-            {"topic": "tides"}, version="v2", context=context, include_types=INCLUDE_TYPES
-        ):
-            pass
+    one, paced, unpaced = _report_runs(delay_s)
 
     async def main() -> float:
         await asyncio.gather(*(one(unpaced) for _ in range(5)))
         gc.collect()
         before = peak = _rss_kb()
-        runs = asyncio.gather(*(one() for _ in range(streams)))
+        runs = asyncio.gather(*(one(paced) for _ in range(streams)))
         while not runs.done():
             await asyncio.sleep(0.25)
             peak = max(peak, _rss_kb())
@@ -216,25 +223,27 @@ def graph_rss_per_run_kb(streams: int, delay_s: float) -> float:
 def graph_gap_p99_ms(streams: int, delay_s: float) -> float:
     """p99 gap between consecutive tokens of `streams` concurrent `report` graph runs through
     `astream_events`, in-process, no HTTP: what one core gives that many runs by itself."""
-    compiled, paced, unpaced = _report_runs(delay_s)
+    from bench.report import percentile
+
+    one, paced, unpaced = _report_runs(delay_s)
     gaps: list[float] = []
 
-    async def one(context: Any = paced) -> None:
-        last = None
-        async for event in compiled.astream_events(
-            {"topic": "tides"}, version="v2", context=context, include_types=INCLUDE_TYPES
-        ):
-            if event["event"] == "on_chat_model_stream":
-                now = time.monotonic()
-                if last is not None:
-                    gaps.append((now - last) * 1000)
-                last = now
+    def gap_timer() -> Callable[[], None]:
+        last: float | None = None
+
+        def tick() -> None:
+            nonlocal last
+            now = time.monotonic()
+            if last is not None:
+                gaps.append((now - last) * 1000)
+            last = now
+
+        return tick
 
     async def main() -> float:
         await asyncio.gather(*(one(unpaced) for _ in range(5)))
-        gaps.clear()
-        await asyncio.gather(*(one() for _ in range(streams)))
-        return sorted(gaps)[int(len(gaps) * 0.99)]
+        await asyncio.gather(*(one(paced, gap_timer()) for _ in range(streams)))
+        return percentile(gaps, 99)
 
     return _run(main)
 
