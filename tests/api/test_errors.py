@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.fake_openai import FakeOpenAI, free_port
+from tests.support.fake_openai import FakeOpenAI, free_port, token_text
 from tests.support.live import LiveServer, stream_run
 
 
@@ -130,6 +130,14 @@ def test_upstream_dropping_mid_stream_fails_the_run(client: httpx.Client) -> Non
     events = stream_run(client, "chat", {"input": {"query": "[[tokens=10]] [[fail_after=3]]"}})
     _failed(events, "upstream_unavailable")
     assert any(e.event == "token" for e in events)
+
+
+def test_upstream_error_sent_in_the_stream_fails_the_run(client: httpx.Client) -> None:
+    events = stream_run(client, "chat", {"input": {"query": "[[tokens=10]] [[error_after=3]]"}})
+    assert "injected stream error" in _failed(events, "upstream_error")
+    assert "".join(e.data["text"] for e in events if e.event == "token") == "".join(
+        token_text(i) for i in range(3)
+    )
 
 
 def test_tool_that_raises_fails_the_run(client: httpx.Client) -> None:

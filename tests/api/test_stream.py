@@ -115,6 +115,15 @@ def test_sync_node_streams_its_tokens_live(client: httpx.Client, fake: FakeOpenA
     assert tokens_text(events) == events[-3].data["values"]["answer"]
 
 
+def test_choices_without_a_delta_are_skipped(client: httpx.Client) -> None:
+    """Azure-style content-filter choices (no `delta`) between tokens add nothing and break
+    nothing: the service reads the upstream's chunks as plain dicts, not the SDK's models."""
+    events = stream_run(client, "chat", {"input": {"query": "[[tokens=6]] [[filtered]]"}})
+    _assert_well_formed(events)
+    assert events[-1].data["status"] == "completed"
+    assert tokens_text(events) == "".join(token_text(i) for i in range(6))
+
+
 def test_multiline_and_non_ascii_tokens_survive_the_round_trip(client: httpx.Client) -> None:
     text = "línea uno\nzweite Zeile: grüße 🌍\r\n\n第三行 «ok»"
     events = stream_run(client, "chat", {"input": {"query": f"{text} [[echo]]"}})

@@ -12,6 +12,9 @@ one run without touching server-wide state:
     [[first=S]]         sleep S seconds before the first token
     [[fail=500]]        answer with that HTTP status and an OpenAI-style error body
     [[fail_after=N]]    stream N tokens, then drop the connection
+    [[error_after=N]]   stream N tokens, then an OpenAI-style `{"error": ...}` event in the stream
+    [[filtered]]        precede every token with a choice that has no `delta` (as Azure's
+                        content-filter results are sent)
     [[echo]]            the answer is the message text with the directives removed, in small tokens
     [[tool=NAME:ARGS]]  if the request offers tools, call NAME with JSON ARGS (only while the last
                         message is not already a tool result)
@@ -77,6 +80,8 @@ class Plan:
     first: float
     fail_status: int | None = None
     fail_after: int | None = None
+    error_after: int | None = None
+    filtered: bool = False
     tool: tuple[str, str] | None = None
 
 
@@ -181,6 +186,9 @@ class FakeOpenAI:
             plan.fail_status = int(directives["fail"])
         if "fail_after" in directives:
             plan.fail_after = int(directives["fail_after"])
+        if "error_after" in directives:
+            plan.error_after = int(directives["error_after"])
+        plan.filtered = "filtered" in directives
         if "echo" in directives:
             plan.text_tokens = _small_tokens(_DIRECTIVE.sub("", text).strip())
         if "tool" in directives and body.get("tools") and last.get("role") != "tool":
@@ -254,22 +262,30 @@ class FakeOpenAI:
         model = request.get("model", "fake")
         created = int(time.time())
 
+        async def event(payload: dict[str, Any]) -> None:
+            data = b"data: " + json.dumps(payload).encode() + b"\n\n"
+            await send({"type": "http.response.body", "body": data, "more_body": True})
+
         async def chunk(
-            delta: dict[str, Any], finish: str | None = None, usage: dict[str, int] | None = None
+            delta: dict[str, Any] | None,
+            finish: str | None = None,
+            usage: dict[str, int] | None = None,
         ) -> None:
+            choice: dict[str, Any] = {"index": 0, "finish_reason": finish}
+            if delta is None:
+                choice["content_filter_results"] = {"hate": {"filtered": False}}
+            else:
+                choice["delta"] = delta
             payload: dict[str, Any] = {
                 "id": "chatcmpl-fake",
                 "object": "chat.completion.chunk",
                 "created": created,
                 "model": model,
-                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]
-                if usage is None
-                else [],
+                "choices": [choice] if usage is None else [],
             }
             if usage is not None:
                 payload["usage"] = usage
-            data = b"data: " + json.dumps(payload).encode() + b"\n\n"
-            await send({"type": "http.response.body", "body": data, "more_body": True})
+            await event(payload)
 
         if plan.first:
             await asyncio.sleep(plan.first)
@@ -297,8 +313,14 @@ class FakeOpenAI:
             for i, token in enumerate(plan.text_tokens):
                 if plan.fail_after is not None and i >= plan.fail_after:
                     raise ConnectionError("injected mid-stream failure")
+                if plan.error_after is not None and i >= plan.error_after:
+                    await event({"error": {"message": "injected stream error", "type": "server"}})
+                    await send({"type": "http.response.body", "body": b"", "more_body": False})
+                    return
                 if plan.delay:
                     await asyncio.sleep(plan.delay)
+                if plan.filtered:
+                    await chunk(None)
                 await chunk({"content": token})
                 produced += 1
             await chunk({}, finish="stop")
