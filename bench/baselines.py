@@ -8,7 +8,11 @@
   the same fake upstream, and forwards every model chunk straight into `EventSourceResponse` as
   a `token` event: no event log, no merging, no replay, no cancel handling.
 
-Both are served by `python -m uvicorn bench.baselines:KIND_app --factory`, like the service.
+- `naive_client_app`: the naive forwarder on the service's own model client
+  (graphs/models.py `build_chat_model`) instead of a stock `ChatOpenAI`: what the service adds
+  or saves beyond its model client.
+
+All are served by `python -m uvicorn bench.baselines:KIND_app --factory`, like the service.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import os
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+from langchain_core.language_models.chat_models import BaseChatModel
 from sse_starlette.sse import EventSourceResponse
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -51,9 +56,6 @@ def bare_app() -> Starlette:
 def naive_app() -> Starlette:
     from langchain_openai import ChatOpenAI
 
-    from graphs.chat import graph
-    from graphs.models import ModelContext
-
     llm = ChatOpenAI(
         api_key=os.environ["OPENAI_API_KEY"],
         base_url=os.environ["OPENAI_BASE_URL"],
@@ -62,6 +64,25 @@ def naive_app() -> Starlette:
         stream_usage=True,
         max_retries=0,
     )
+    return _naive(llm)
+
+
+def naive_client_app() -> Starlette:
+    from graphs.models import build_chat_model
+
+    llm = build_chat_model(
+        api_key=os.environ["OPENAI_API_KEY"],
+        base_url=os.environ["OPENAI_BASE_URL"],
+        model="fake",
+        max_retries=0,
+    )
+    return _naive(llm)
+
+
+def _naive(llm: BaseChatModel) -> Starlette:
+    from graphs.chat import graph
+    from graphs.models import ModelContext
+
     compiled = graph.compile()
     context = ModelContext(llm=llm)
 

@@ -4,8 +4,9 @@ CPU is `time.process_time()` of this process (all its threads), so the fake upst
 runs in its own process, is never counted. The loop is uvloop when installed, as uvicorn uses
 for the service, so the floor and the service pay for the same event loop.
 
-`python -m bench.floor openai BASE_URL TOKENS REPEAT` (or `offline - TOKENS REPEAT`, or `graph` /
-`graph+ours` for the chat graph through `astream_events` without / with our mapping) prints the
+`python -m bench.floor openai BASE_URL TOKENS REPEAT` (a stock `ChatOpenAI`; `openai-service`
+for the service's own, graphs/models.py; or `offline - TOKENS REPEAT`, or `graph` / `graph+ours`
+for the chat graph through `astream_events` without / with our mapping) prints the
 CPU seconds per token of each repetition as JSON, for a benchmark that wants the floor measured
 in a fresh process. `python -m bench.floor first-token BASE_URL PROMPT STREAMS ROUNDS` prints,
 for each round, the seconds from calling `astream` to its first text chunk of each of STREAMS
@@ -47,12 +48,14 @@ async def _close_http(llm: BaseChatModel) -> None:
     http = getattr(llm, "http_async_client", None)
     if http is not None:
         await http.aclose()
+    elif (client := getattr(llm, "root_async_client", None)) is not None:
+        await client.close()  # the service's model: its client is its own (see graphs/models.py)
 
 
 def openai_model(base_url: str) -> BaseChatModel:
-    """`ChatOpenAI` configured as graphs/models.py configures the service's, with an HTTP
-    client of its own that `cpu_per_token` closes before its event loop ends (the default one
-    is shared and cached, and would outlive the loop with its connection open)."""
+    """A stock `ChatOpenAI` with the service's settings (streaming, usage, no retries), with an
+    HTTP client of its own that `cpu_per_token` closes before its event loop ends (the default
+    one is shared and cached, and would outlive the loop with its connection open)."""
     import httpx
     from langchain_openai import ChatOpenAI
 
@@ -65,6 +68,14 @@ def openai_model(base_url: str) -> BaseChatModel:
         max_retries=0,
         http_async_client=httpx.AsyncClient(),
     )
+
+
+def service_model(base_url: str) -> BaseChatModel:
+    """The service's own `ChatOpenAI` (graphs/models.py): chunks read as dicts, no per-chunk
+    `wait_for`."""
+    from graphs.models import build_chat_model
+
+    return build_chat_model(api_key="k", base_url=base_url, model="fake", max_retries=0)
 
 
 def offline_model() -> BaseChatModel:
@@ -124,9 +135,10 @@ def first_token_s(llm: BaseChatModel, prompt: str, streams: int, rounds: int) ->
 
 def graph_cpu_per_token(base_url: str, tokens: int, repeat: int, ours: bool) -> list[float]:
     """CPU seconds per token of the `chat` graph run through `astream_events` in this process,
-    with the service's filter, on `ChatOpenAI`: what LangGraph and `astream_events` add to the
-    model call. With `ours`, each raw event also goes through the service's `EventMapper` into
-    a `MemoryEventLog` (frames encoded): the service's run loop without HTTP and SSE."""
+    with the service's filter, on the service's `ChatOpenAI`: what LangGraph and
+    `astream_events` add to the model call. With `ours`, each raw event also goes through the
+    service's `EventMapper` into a `MemoryEventLog` (frames encoded): the service's run loop
+    without HTTP and SSE."""
     from langgraph.checkpoint.memory import InMemorySaver
 
     from app.runs.events import EventMapper
@@ -134,7 +146,7 @@ def graph_cpu_per_token(base_url: str, tokens: int, repeat: int, ours: bool) -> 
     from graphs.chat import graph
     from graphs.models import ModelContext
 
-    llm = openai_model(base_url)
+    llm = service_model(base_url)
     compiled = graph.compile(checkpointer=InMemorySaver())
     context = ModelContext(llm=llm)
 
@@ -268,8 +280,9 @@ def main() -> None:
         ours = kind == "graph+ours"
         print(json.dumps(graph_cpu_per_token(base_url, int(tokens), int(repeat), ours)))
         return
-    llm = openai_model(base_url) if kind == "openai" else offline_model()
-    prompt = f"[[tokens={tokens}]]" if kind == "openai" else "Explain attention"
+    models = {"openai": openai_model, "openai-service": service_model}
+    llm = models[kind](base_url) if kind in models else offline_model()
+    prompt = "Explain attention" if kind == "offline" else f"[[tokens={tokens}]]"
     print(json.dumps(cpu_per_token(llm, prompt, int(tokens), int(repeat))))
 
 

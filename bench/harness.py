@@ -183,7 +183,8 @@ def service(upstream: Upstream | None, **settings: str) -> Process:
 
 
 def baseline(kind: str, upstream: Upstream) -> Process:
-    """A baseline app of bench/baselines.py: `bare` (transport limit) or `naive` (forwarder)."""
+    """A baseline app of bench/baselines.py: `bare` (transport limit), `naive` (forwarder) or
+    `naive_client` (forwarder on the service's model client)."""
     port = free_port()
     env = _base_env(OPENAI_API_KEY="k", OPENAI_BASE_URL=upstream.base_url)
     argv = _uvicorn(f"bench.baselines:{kind}_app", port, "--factory")

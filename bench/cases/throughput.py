@@ -1,8 +1,9 @@
 """Case 2, throughput: aggregate delivered tokens/s with 1, 10 and 100 concurrent unpaced
-streams, against the naive forwarder (the obvious implementation) and the bare sse-starlette
-endpoint (the transport limit), both in bench/baselines.py and served like the service.
+streams, against the naive forwarder (the obvious implementation), the same forwarder on the
+service's model client, and the bare sse-starlette endpoint (the transport limit), all in
+bench/baselines.py and served like the service.
 
-The three servers run side by side and are measured in turn, level by level, repetition by
+The four servers run side by side and are measured in turn, level by level, repetition by
 repetition, so a burst of load from elsewhere hits all three alike. Tokens/s is streams x
 tokens per stream / wall time from the first request to the last stream's end; a stream
 counts only if it ended `completed` (the service) or delivered every token (the baselines).
@@ -39,6 +40,7 @@ def run(ctx: Context) -> list[Figure]:
     servers = {
         "service": service(up),
         "naive": baseline("naive", up),
+        "naive_client": baseline("naive_client", up),
         "bare": baseline("bare", up),
     }
     rates: dict[tuple[str, int], list[float]] = {}
@@ -67,6 +69,17 @@ def run(ctx: Context) -> list[Figure]:
                 rates[("naive", streams)],
                 "naive",
                 Target(">=", 1.5) if streams == 100 else None,
+            )
+        )
+        figures.append(
+            Figure(
+                "throughput",
+                "  same, naive forwarder on the service's model client",
+                "tok/s",
+                service_rates,
+                rates[("naive_client", streams)],
+                "naive+client",
+                note="graphs/models.py's client in both: what the rest of the service adds",
             )
         )
         figures.append(
