@@ -60,7 +60,14 @@ class Event:
 
 
 class EventLog(Protocol):
-    """What the run writes to and subscribers read from (memory now; Redis Streams later)."""
+    """What the run writes to and subscribers read from (memory now; Redis Streams later).
+
+    `shared` and `boundary` are the readers' own (app/sse/stream.py): the ranges of events
+    they merged since the last coalescing window boundary, as `{(cursor, last id): sends}`,
+    and the log's last id at that boundary, as `((window, tick), last id)`."""
+
+    shared: dict[tuple[int, int], list[bytes]]
+    boundary: tuple[tuple[float, int], int] | None
 
     @property
     def closed(self) -> bool: ...
@@ -84,6 +91,8 @@ class MemoryEventLog:
         self._events: list[Event] = []
         self._closed = False
         self._signal: asyncio.Event | None = None
+        self.shared: dict[tuple[int, int], list[bytes]] = {}
+        self.boundary: tuple[tuple[float, int], int] | None = None
 
     @classmethod
     def of(cls, events: list[Event]) -> MemoryEventLog:

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Sequence
 from typing import cast
 
 import orjson
+import pytest
 
-from app.runs.log import MemoryEventLog
+from app.runs.log import Event, MemoryEventLog
+from app.sse import stream
 from app.sse.stream import BATCH, COALESCE_MAX_S, COALESCE_MIN_S, coalesce_window, frames
 
 
@@ -101,3 +103,44 @@ def test_the_window_grows_with_open_streams_and_shrinks_when_they_close() -> Non
     assert alone == COALESCE_MIN_S
     assert crowded == COALESCE_MAX_S
     assert after == COALESCE_MIN_S
+
+
+def test_readers_of_one_fast_run_share_its_merges(monkeypatch: pytest.MonkeyPatch) -> None:
+    """50 readers that keep up with one fast run (more than a BATCH per window, so a window's
+    tokens are read in more than one range) wake on the same window boundaries, read the same
+    ranges and merge each once: the run's merging costs about what one reader's does, not 50
+    times that. Each reader still gets every token, in order."""
+    merges = 0
+    merge = stream.merge_frames
+
+    def counting(events: Sequence[Event]) -> list[bytes]:
+        nonlocal merges
+        merges += 1
+        return merge(events)
+
+    monkeypatch.setattr(stream, "merge_frames", counting)
+    tokens = 6000
+
+    async def scenario() -> list[list[bytes]]:
+        log = MemoryEventLog()
+
+        async def read() -> list[bytes]:
+            chunks = []
+            async for chunk in frames(log, 0, coalesce_s=0.02):
+                chunks.append(chunk)
+                await asyncio.sleep(0)  # a send: other readers and the run get a turn
+            return chunks
+
+        readers = [asyncio.create_task(read()) for _ in range(50)]
+        for i in range(tokens):
+            log.append("token", {"node": "llm", "message_id": "m", "text": f"{i},"})
+            if i % 3 == 0:
+                await asyncio.sleep(0)  # the run yields now and then, between readers' turns
+        log.close()
+        return await asyncio.gather(*readers)
+
+    received = asyncio.run(scenario())
+    expected = "".join(f"{i}," for i in range(tokens))
+    assert all(_texts(chunks) == expected for chunks in received)
+    one_reader = len(received[0])  # sends of one reader: about the ranges it read
+    assert merges < 3 * one_reader, (merges, one_reader)
