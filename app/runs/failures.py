@@ -36,6 +36,8 @@ def classify(exc: BaseException) -> tuple[str, str]:
             return "upstream_error", f"the model server answered {err.status_code}"
         if isinstance(err, openai.APIError) and not isinstance(err, openai.APIConnectionError):
             return "upstream_error", f"the model server sent an error: {_short(err, 200)}"
+        if isinstance(err, openai.APITimeoutError):
+            return "upstream_unavailable", "the model server sent nothing for too long"
         if isinstance(err, (openai.APIConnectionError, httpx.TransportError)):
             return "upstream_unavailable", "the model server could not be reached"
         if isinstance(err, ToolException):

@@ -10,6 +10,7 @@ import openai
 import pytest
 from langchain_core.language_models.chat_models import BaseChatModel
 
+from app.runs.failures import classify
 from graphs.models import build_chat_model
 from tests.support.fake_openai import FakeOpenAI, token_text
 
@@ -34,9 +35,13 @@ async def _text(llm: BaseChatModel, prompt: str) -> str:
 def test_upstream_silent_longer_than_the_read_timeout_fails_and_is_closed(fake: FakeOpenAI) -> None:
     before = fake.snapshot().abandoned
     started = time.monotonic()
-    with pytest.raises(openai.APITimeoutError):
+    with pytest.raises(openai.APITimeoutError) as raised:
         asyncio.run(_text(_model(fake, 0.5), "[[tokens=3]] [[first=5]]"))
     assert time.monotonic() - started < 3
+    assert classify(raised.value) == (
+        "upstream_unavailable",
+        "the model server sent nothing for too long",
+    )
     fake.wait_for(lambda s: s.abandoned > before)
 
 
