@@ -10,7 +10,8 @@ for the chat graph through `astream_events` without / with our mapping) prints t
 CPU seconds per token of each repetition as JSON, for a benchmark that wants the floor measured
 in a fresh process. `python -m bench.floor first-token BASE_URL PROMPT STREAMS ROUNDS` prints,
 for each round, the seconds from calling `astream` to its first text chunk of each of STREAMS
-calls started at once. `python -m bench.floor graph-rss STREAMS DELAY` prints the peak RSS
+calls started at once (`first-token-graph`: the same for the chat graph through
+`astream_events`). `python -m bench.floor graph-rss STREAMS DELAY` prints the peak RSS
 growth per run, in KB, of STREAMS concurrent runs of the `report` graph with the offline model
 (tokens DELAY seconds apart) through `astream_events` alone: no HTTP, no checkpointer, no
 service. With `BENCH_FLOOR_GC=service` the process first takes the service's GC thresholds
@@ -24,6 +25,7 @@ import json
 import os
 import sys
 import time
+import uuid
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar, cast
 
@@ -117,6 +119,44 @@ def first_token_s(llm: BaseChatModel, prompt: str, streams: int, rounds: int) ->
         first: float | None = None
         async for chunk in llm.astream(prompt):
             if first is None and chunk.content:
+                first = time.monotonic() - started
+        assert first is not None, "the model sent no text"
+        return first
+
+    async def main() -> list[list[float]]:
+        try:
+            await asyncio.gather(*(one() for _ in range(min(streams, 5))))  # warm up
+            return [
+                list(await asyncio.gather(*(one() for _ in range(streams)))) for _ in range(rounds)
+            ]
+        finally:
+            await _close_http(llm)
+
+    return _run(main)
+
+
+def graph_first_token_s(base_url: str, prompt: str, streams: int, rounds: int) -> list[list[float]]:
+    """As `first_token_s`, for the `chat` graph run through `astream_events` in this process
+    (the service's filter and model, an in-memory checkpointer): what starting a LangGraph run
+    adds to starting the model call, without HTTP, SSE or the service."""
+    from langgraph.checkpoint.memory import InMemorySaver
+
+    from graphs.chat import graph
+    from graphs.models import ModelContext
+
+    llm = service_model(base_url)
+    compiled = graph.compile(checkpointer=InMemorySaver())
+    context = ModelContext(llm=llm)
+
+    async def one() -> float:
+        started = time.monotonic()
+        config: Any = {"configurable": {"thread_id": str(uuid.uuid4())}}
+        first: float | None = None
+        async for raw in compiled.astream_events(
+            {"query": prompt}, config, version="v2", include_types=INCLUDE_TYPES, context=context
+        ):
+            stream = raw["event"] == "on_chat_model_stream"
+            if first is None and stream and raw["data"]["chunk"].content:
                 first = time.monotonic() - started
         assert first is not None, "the model sent no text"
         return first
@@ -274,6 +314,10 @@ def main() -> None:
     if sys.argv[1] == "first-token":
         base_url, prompt, streams, rounds = sys.argv[2:6]
         print(json.dumps(first_token_s(openai_model(base_url), prompt, int(streams), int(rounds))))
+        return
+    if sys.argv[1] == "first-token-graph":
+        base_url, prompt, streams, rounds = sys.argv[2:6]
+        print(json.dumps(graph_first_token_s(base_url, prompt, int(streams), int(rounds))))
         return
     kind, base_url, tokens, repeat = sys.argv[1:5]
     if kind in ("graph", "graph+ours"):
