@@ -111,6 +111,24 @@ def cpu_per_token(
     return _run(main)
 
 
+def _first_token_rounds(
+    llm: BaseChatModel, one: Callable[[], Coroutine[Any, Any, float]], streams: int, rounds: int
+) -> list[list[float]]:
+    """For each round, `streams` concurrent calls of `one` (seconds to its first text), after a
+    warm-up; `llm`'s HTTP client is closed before the event loop ends."""
+
+    async def main() -> list[list[float]]:
+        try:
+            await asyncio.gather(*(one() for _ in range(min(streams, 5))))  # warm up
+            return [
+                list(await asyncio.gather(*(one() for _ in range(streams)))) for _ in range(rounds)
+            ]
+        finally:
+            await _close_http(llm)
+
+    return _run(main)
+
+
 def first_token_s(llm: BaseChatModel, prompt: str, streams: int, rounds: int) -> list[list[float]]:
     """For each round, `streams` concurrent `astream` calls: seconds to each one's first text."""
 
@@ -123,16 +141,7 @@ def first_token_s(llm: BaseChatModel, prompt: str, streams: int, rounds: int) ->
         assert first is not None, "the model sent no text"
         return first
 
-    async def main() -> list[list[float]]:
-        try:
-            await asyncio.gather(*(one() for _ in range(min(streams, 5))))  # warm up
-            return [
-                list(await asyncio.gather(*(one() for _ in range(streams)))) for _ in range(rounds)
-            ]
-        finally:
-            await _close_http(llm)
-
-    return _run(main)
+    return _first_token_rounds(llm, one, streams, rounds)
 
 
 def graph_first_token_s(base_url: str, prompt: str, streams: int, rounds: int) -> list[list[float]]:
@@ -161,16 +170,7 @@ def graph_first_token_s(base_url: str, prompt: str, streams: int, rounds: int) -
         assert first is not None, "the model sent no text"
         return first
 
-    async def main() -> list[list[float]]:
-        try:
-            await asyncio.gather(*(one() for _ in range(min(streams, 5))))  # warm up
-            return [
-                list(await asyncio.gather(*(one() for _ in range(streams)))) for _ in range(rounds)
-            ]
-        finally:
-            await _close_http(llm)
-
-    return _run(main)
+    return _first_token_rounds(llm, one, streams, rounds)
 
 
 def graph_cpu_per_token(base_url: str, tokens: int, repeat: int, ours: bool) -> list[float]:
