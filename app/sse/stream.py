@@ -153,18 +153,20 @@ def merge_frames(events: Sequence[Event]) -> list[bytes]:
     return frames
 
 
-def _boundary(event_log: EventLog, window: float, now: float) -> int:
-    """The log's last id when the first of its readers woke at this window boundary.
+def _boundary(event_log: EventLog, window: float, tick: int) -> int:
+    """The log's last id when the first of its readers woke at this window boundary (`tick`:
+    the boundary the reader slept until, in windows), or at a later one.
 
     Readers that wake at one boundary read up to that id, not to the log's end at the moment
     each of them runs: the run appends between their turns, and readers that read different
     ends would stay apart (different cursors) for the rest of the run. Reading to the same
     end, they come out at the same cursor and share every later merge (`_shared_sends`).
-    Tokens appended meanwhile wait for the next boundary: within the window."""
-    tick = (window, round(now / window))
+    Tokens appended meanwhile wait for the next boundary: within the window. A reader that
+    wakes late, after others have marked a later boundary, reads to that later mark: any id
+    the log has reached is a correct end, and it rejoins the others."""
     mark = event_log.boundary
-    if mark is None or mark[0] != tick:
-        mark = event_log.boundary = (tick, event_log.last_id)
+    if mark is None or mark[0][0] != window or mark[0][1] < tick:
+        mark = event_log.boundary = ((window, tick), event_log.last_id)
         event_log.shared = {}  # the merges of the last boundary are not read again
     return mark[1]
 
@@ -246,9 +248,10 @@ async def frames(
                 if now - last_token_at < window:
                     # To the window's next boundary on the loop's clock, not a window from
                     # now, so readers of one run wake together and can share one merge.
-                    await asyncio.sleep(window - now % window)
+                    tick = int(now // window) + 1
+                    await asyncio.sleep(tick * window - now)
                     now = clock()
-                    upto = _boundary(event_log, window, now)
+                    upto = _boundary(event_log, window, tick)
                 last_token_at = now
     finally:
         _open_streams -= 1

@@ -142,5 +142,7 @@ def test_readers_of_one_fast_run_share_its_merges(monkeypatch: pytest.MonkeyPatc
     received = asyncio.run(scenario())
     expected = "".join(f"{i}," for i in range(tokens))
     assert all(_texts(chunks) == expected for chunks in received)
-    one_reader = len(received[0])  # sends of one reader: about the ranges it read
-    assert merges < 3 * one_reader, (merges, one_reader)
+    # Sends of one reader: about the ranges it read. Measured: ~3x that with the readers
+    # sharing (a reader's first reads and late wake-ups merge on their own), ~50x without.
+    one_reader = len(received[0])
+    assert merges < 12 * one_reader, (merges, one_reader)
