@@ -144,18 +144,22 @@ def first_token_s(llm: BaseChatModel, prompt: str, streams: int, rounds: int) ->
     return _first_token_rounds(llm, one, streams, rounds)
 
 
-def graph_first_token_s(base_url: str, prompt: str, streams: int, rounds: int) -> list[list[float]]:
-    """As `first_token_s`, for the `chat` graph run through `astream_events` in this process
-    (the service's filter and model, an in-memory checkpointer): what starting a LangGraph run
-    adds to starting the model call, without HTTP, SSE or the service."""
+def _chat_graph(base_url: str) -> tuple[BaseChatModel, Any, Any]:
+    """The `chat` graph with an in-memory checkpointer, the service's model, and its context."""
     from langgraph.checkpoint.memory import InMemorySaver
 
     from graphs.chat import graph
     from graphs.models import ModelContext
 
     llm = service_model(base_url)
-    compiled = graph.compile(checkpointer=InMemorySaver())
-    context = ModelContext(llm=llm)
+    return llm, graph.compile(checkpointer=InMemorySaver()), ModelContext(llm=llm)
+
+
+def graph_first_token_s(base_url: str, prompt: str, streams: int, rounds: int) -> list[list[float]]:
+    """As `first_token_s`, for the `chat` graph run through `astream_events` in this process
+    (the service's filter and model, an in-memory checkpointer): what starting a LangGraph run
+    adds to starting the model call, without HTTP, SSE or the service."""
+    llm, compiled, context = _chat_graph(base_url)
 
     async def one() -> float:
         started = time.monotonic()
@@ -179,16 +183,10 @@ def graph_cpu_per_token(base_url: str, tokens: int, repeat: int, ours: bool) -> 
     `astream_events` add to the model call. With `ours`, each raw event also goes through the
     service's `EventMapper` into a `MemoryEventLog` (frames encoded): the service's run loop
     without HTTP and SSE."""
-    from langgraph.checkpoint.memory import InMemorySaver
-
     from app.runs.events import EventMapper
     from app.runs.log import MemoryEventLog
-    from graphs.chat import graph
-    from graphs.models import ModelContext
 
-    llm = service_model(base_url)
-    compiled = graph.compile(checkpointer=InMemorySaver())
-    context = ModelContext(llm=llm)
+    llm, compiled, context = _chat_graph(base_url)
 
     async def once() -> float:
         started = time.process_time()

@@ -30,6 +30,19 @@ def floor_first_token_s(
     return rounds_s
 
 
+def _floor(ctx: Context, prompt: str, kind: str) -> tuple[list[float], list[float]]:
+    """A floor's added first-token ms: each single call's, and each 100-call round's p50."""
+    single = [
+        (r[0] - FIRST_S) * 1000
+        for r in floor_first_token_s(ctx.upstream, prompt, 1, ctx.pick(30, 10), kind)
+    ]
+    crowd_p50 = [
+        percentile([(s - FIRST_S) * 1000 for s in r], 50)
+        for r in floor_first_token_s(ctx.upstream, prompt, 100, ctx.pick(5, 2), kind)
+    ]
+    return single, crowd_p50
+
+
 def run(ctx: Context) -> list[Figure]:
     body = chat(f"[[tokens=5]] [[first={FIRST_S}]]")
     single: list[float] = []
@@ -57,30 +70,12 @@ def run(ctx: Context) -> list[Figure]:
             crowd_p50.append(percentile(latencies, 50))
             crowd_p99.append(percentile(latencies, 99))
     # The floor: the same calls straight to ChatOpenAI.astream in one process, no service. At
-    # 100 streams it shows what one core needs just to start 100 model calls at once.
+    # 100 streams it shows what one core needs just to start 100 model calls at once. One step
+    # up: the chat graph through astream_events, same process, no service. What the service
+    # adds is what is left above that step.
     prompt = body["input"]["query"]
-    floor_single = [
-        (r[0] - FIRST_S) * 1000
-        for r in floor_first_token_s(ctx.upstream, prompt, 1, ctx.pick(30, 10))
-    ]
-    floor_p50 = [
-        percentile([(s - FIRST_S) * 1000 for s in r], 50)
-        for r in floor_first_token_s(ctx.upstream, prompt, 100, ctx.pick(5, 2))
-    ]
-    # One step up from that floor: the chat graph through astream_events, same process, no
-    # service. What the service adds is what is left above this step.
-    graph_single = [
-        (r[0] - FIRST_S) * 1000
-        for r in floor_first_token_s(
-            ctx.upstream, prompt, 1, ctx.pick(30, 10), kind="first-token-graph"
-        )
-    ]
-    graph_p50 = [
-        percentile([(s - FIRST_S) * 1000 for s in r], 50)
-        for r in floor_first_token_s(
-            ctx.upstream, prompt, 100, ctx.pick(5, 2), kind="first-token-graph"
-        )
-    ]
+    floor_single, floor_p50 = _floor(ctx, prompt, "first-token")
+    graph_single, graph_p50 = _floor(ctx, prompt, "first-token-graph")
     note = f"minus the upstream's {FIRST_S * 1000:.0f} ms; min-max over rounds"
     graph_note = "the chat graph through astream_events, in one process: no HTTP, no service"
     return [
