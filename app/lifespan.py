@@ -37,8 +37,12 @@ async def open_checkpointer(settings: Settings) -> AsyncIterator[BaseCheckpointS
         return
     from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
+    from app.store.connection import connect
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    async with AsyncSqliteSaver.from_conn_string(str(path)) as saver:
+    async with connect(path) as conn:
+        saver = AsyncSqliteSaver(conn)
+        saver.lock = conn.lock  # the store takes turns on it too; waiters make calls inline
         await saver.conn.execute("PRAGMA journal_mode=WAL")
         await saver.conn.execute("PRAGMA busy_timeout=5000")
         # WAL + NORMAL: a commit is not fsynced; a process crash loses nothing, a power cut may
