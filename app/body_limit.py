@@ -5,8 +5,6 @@ from __future__ import annotations
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.errors import error_body
-
 
 class BodyLimitMiddleware:
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
@@ -37,9 +35,8 @@ class BodyLimitMiddleware:
             await self._refuse(send)
 
     async def _refuse(self, send: Send) -> None:
-        body = orjson.dumps(
-            error_body("body_too_large", f"the request body is larger than {self.max_bytes} bytes")
-        )
+        message = f"the request body is larger than {self.max_bytes} bytes"
+        body = orjson.dumps({"error": {"code": "body_too_large", "message": message}})
         await send(
             {
                 "type": "http.response.start",

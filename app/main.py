@@ -9,10 +9,9 @@ import sys
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from app.api import graphs, health, runs, threads
 from app.body_limit import BodyLimitMiddleware
-from app.errors import install_handlers
 from app.lifespan import lifespan
+from app.protocols import native
 from app.settings import Settings, SettingsError
 
 
@@ -21,11 +20,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     _configure_logging(settings)
     app = FastAPI(title="LangGraph streaming service", version="0.1.0", lifespan=lifespan(settings))
     app.state.settings = settings
-    install_handlers(app)
-    app.include_router(graphs.router)
-    app.include_router(runs.router)
-    app.include_router(threads.router)
-    app.include_router(health.router)
+    native.install(app)
     if settings.cors_origin_list:
         app.add_middleware(
             CORSMiddleware,

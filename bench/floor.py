@@ -31,7 +31,7 @@ from typing import Any, TypeVar, cast
 
 from langchain_core.language_models.chat_models import BaseChatModel
 
-from app.runs.events import INCLUDE_TYPES
+from app.engine.mapping import STREAM_KWARGS
 
 T = TypeVar("T")
 
@@ -166,7 +166,7 @@ def graph_first_token_s(base_url: str, prompt: str, streams: int, rounds: int) -
         config: Any = {"configurable": {"thread_id": str(uuid.uuid4())}}
         first: float | None = None
         async for raw in compiled.astream_events(
-            {"query": prompt}, config, version="v2", include_types=INCLUDE_TYPES, context=context
+            {"query": prompt}, config, version="v2", **STREAM_KWARGS, context=context
         ):
             stream = raw["event"] == "on_chat_model_stream"
             if first is None and stream and raw["data"]["chunk"].content:
@@ -181,10 +181,10 @@ def graph_cpu_per_token(base_url: str, tokens: int, repeat: int, ours: bool) -> 
     """CPU seconds per token of the `chat` graph run through `astream_events` in this process,
     with the service's filter, on the service's `ChatOpenAI`: what LangGraph and
     `astream_events` add to the model call. With `ours`, each raw event also goes through the
-    service's `EventMapper` into a `MemoryEventLog` (frames encoded): the service's run loop
+    service's `EventMapper` into a `MemoryEventLog` (payloads encoded): the service's run loop
     without HTTP and SSE."""
-    from app.runs.events import EventMapper
-    from app.runs.log import MemoryEventLog
+    from app.engine.mapping import EventMapper
+    from app.log.memory import MemoryEventLog
 
     llm, compiled, context = _chat_graph(base_url)
 
@@ -196,7 +196,7 @@ def graph_cpu_per_token(base_url: str, tokens: int, repeat: int, ours: bool) -> 
             {"query": f"[[tokens={tokens}]]"},
             config,
             version="v2",
-            include_types=INCLUDE_TYPES,
+            **STREAM_KWARGS,
             context=context,
         ):
             if ours:
@@ -240,7 +240,7 @@ def _report_runs(delay_s: float) -> tuple[RunReport, Any, Any]:
 
     async def one(context: Any, on_token: Callable[[], None] | None = None) -> None:
         async for event in compiled.astream_events(
-            {"topic": "tides"}, version="v2", context=context, include_types=INCLUDE_TYPES
+            {"topic": "tides"}, version="v2", context=context, **STREAM_KWARGS
         ):
             if on_token is not None and event["event"] == "on_chat_model_stream":
                 on_token()

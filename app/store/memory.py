@@ -4,33 +4,39 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from app.runs.log import Event
-from app.runs.record import RunRecord, RunStatus
-from app.store import INTERRUPTED_BY_RESTART, INTERRUPTED_MESSAGE, interrupted_events
+from app.engine.codec import LogEvent
+from app.engine.record import RunRecord, RunStatus
 
 
 class MemoryRunStore:
     def __init__(self) -> None:
         self._records: dict[str, dict[str, object]] = {}
-        self._events: dict[str, dict[int, Event]] = {}
+        self._events: dict[str, dict[int, LogEvent]] = {}
 
     async def save_record(self, record: RunRecord) -> None:
         # A copy, as a database would hold: later changes to the live record are not stored.
-        self._records[record.run_id] = record.as_dict()
+        self._records[record.run_id] = record.stored()
 
-    async def append_events(self, batches: Sequence[tuple[str, Sequence[Event]]]) -> None:
+    async def append_events(self, batches: Sequence[tuple[str, Sequence[LogEvent]]]) -> None:
         for run_id, events in batches:
             stored = self._events.setdefault(run_id, {})
             for event in events:
                 stored.setdefault(event.id, event)
 
+    async def seal(self, record: RunRecord, events: Sequence[LogEvent]) -> None:
+        self._events[record.run_id] = {e.id: e for e in events}
+        await self.save_record(record)
+
     async def load_record(self, run_id: str) -> RunRecord | None:
         data = self._records.get(run_id)
         return RunRecord.from_dict(dict(data)) if data else None
 
-    async def load_events(self, run_id: str) -> list[Event]:
+    async def load_events(self, run_id: str, after: int = 0) -> list[LogEvent]:
         stored = self._events.get(run_id, {})
-        return [stored[i] for i in sorted(stored)]
+        return [stored[i] for i in sorted(stored) if i > after]
+
+    async def last_event_id(self, run_id: str) -> int:
+        return max(self._events.get(run_id, {}), default=0)
 
     async def thread_graph(self, thread_id: str) -> str | None:
         runs = [r for r in self._records.values() if r["thread_id"] == thread_id]
@@ -38,19 +44,12 @@ class MemoryRunStore:
             return None
         return str(max(runs, key=lambda r: str(r["created_at"]))["graph"])
 
-    async def recover(self) -> list[str]:
-        recovered = []
-        for run_id, data in list(self._records.items()):
-            if data["status"] != RunStatus.RUNNING.value:
-                continue
-            record = RunRecord.from_dict(dict(data))
-            record.interrupted(INTERRUPTED_BY_RESTART, INTERRUPTED_MESSAGE)
-            events = interrupted_events(record, max(self._events.get(run_id, {}), default=0))
-            record.events = events[-1].id
-            await self.append_events([(run_id, events)])
-            await self.save_record(record)
-            recovered.append(run_id)
-        return recovered
+    async def running(self) -> list[RunRecord]:
+        return [
+            RunRecord.from_dict(dict(data))
+            for data in self._records.values()
+            if data["status"] == RunStatus.RUNNING.value
+        ]
 
     async def purge(self, ended_before: str) -> int:
         old = [

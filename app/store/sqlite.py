@@ -5,25 +5,78 @@ connection, one writer thread, so our writes and LangGraph's are serialized in t
 never meet as two SQLite writers. (With a connection each, WAL let both write, but a checkpoint
 write under load failed with "database is locked": a deferred transaction that must upgrade
 from read to write gets SQLITE_BUSY at once, busy timeout or not.)
+
 The schema is ours (tables prefixed `svc_`) and versioned: `MIGRATIONS[n]` takes the database
-from version n to n+1, applied in order at startup inside one transaction each.
+from version n to n+1 (SQL, or a Python step), applied in order at startup, each in one
+transaction.
+
+Events are stored as chunks of `(id, type, payload)` (app/engine/codec.py), never as a wire
+format: one raw chunk per flush while a run is live, and one compressed chunk for the whole run
+once it has ended (`seal`). Why chunks: a row per token cost ~30 us of the service's CPU per token
+(docs/perf/0005-event-storage.md). Why compressed: finished runs are kept for RUN_RETENTION_S,
+and token payloads repeat their head.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import aiosqlite
 import orjson
 
-from app.runs.log import Event
-from app.runs.record import RunRecord, RunStatus
-from app.store import INTERRUPTED_BY_RESTART, INTERRUPTED_MESSAGE, interrupted_events
+from app.engine import codec
+from app.engine.codec import LogEvent
+from app.engine.record import RunRecord, RunStatus
 
-MIGRATIONS: list[str] = [
+if TYPE_CHECKING:
+    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+COMPRESS_IN_THREAD_BYTES = 256 * 1024  # bigger chunks are compressed off the event loop
+
+Migration = str | Callable[[aiosqlite.Connection], Awaitable[None]]
+
+
+async def _payload_chunks(conn: aiosqlite.Connection) -> None:
+    """2 -> 3: chunks of SSE frames become chunks of `(id, type, payload)`: the log and the
+    store hold no wire format. A finished run's chunks become one compressed chunk."""
+    await conn.execute(
+        """CREATE TABLE svc_event_chunks (
+            run_id   TEXT NOT NULL,
+            first_id INTEGER NOT NULL,
+            last_id  INTEGER NOT NULL,
+            codec    INTEGER NOT NULL,
+            data     BLOB NOT NULL,
+            PRIMARY KEY (run_id, first_id)
+        ) WITHOUT ROWID"""
+    )
+    async with conn.execute(
+        "SELECT c.run_id, c.frames, r.ended_at FROM svc_run_event_chunks c"
+        " LEFT JOIN svc_runs r ON r.run_id = c.run_id ORDER BY c.run_id, c.first_id"
+    ) as cursor:
+        rows: Any = await cursor.fetchall()
+    runs: dict[str, tuple[bool, list[LogEvent]]] = {}
+    for run_id, frames, ended_at in rows:
+        _, events = runs.setdefault(run_id, (ended_at is not None, []))
+        for event in split_frames(bytes(frames)):
+            if not events or event.id > events[-1].id:
+                events.append(event)
+    for run_id, (ended, events) in runs.items():
+        data = codec.encode_chunk(events)
+        kind = codec.RAW
+        if ended:
+            data, kind = codec.compress_chunk(data), codec.ZLIB
+        await conn.execute(
+            "INSERT INTO svc_event_chunks (run_id, first_id, last_id, codec, data)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (run_id, events[0].id, events[-1].id, kind, data),
+        )
+    await conn.execute("DROP TABLE svc_run_event_chunks")
+
+
+MIGRATIONS: list[Migration] = [
     # 0 -> 1: run records and event logs.
     """
     CREATE TABLE svc_runs (
@@ -47,9 +100,7 @@ MIGRATIONS: list[str] = [
     ) WITHOUT ROWID;
     """,
     # 1 -> 2: a run's events as chunks, one row per flush (the frames joined), not one per
-    # event. Why: a row per token cost ~30 us of the service's CPU per token (252 vs 222 us
-    # against the memory store; make bench's cost case, 5,000-token streams). Old rows become
-    # one-event chunks.
+    # event. Old rows become one-event chunks.
     """
     CREATE TABLE svc_run_event_chunks (
         run_id   TEXT NOT NULL,
@@ -62,12 +113,14 @@ MIGRATIONS: list[str] = [
         SELECT run_id, id, id, frame FROM svc_run_events;
     DROP TABLE svc_run_events;
     """,
+    # 2 -> 3
+    _payload_chunks,
 ]
 
 
-def split_frames(frames: bytes) -> list[Event]:
-    """The events of a stored chunk: our frames joined (app/sse/encoder.py's `encode_json`:
-    `id: N\nevent: T\ndata: JSON\n\n`, and compact JSON never holds a raw newline)."""
+def split_frames(frames: bytes) -> list[LogEvent]:
+    """The events of a version-2 chunk: SSE frames joined (`id: N\\nevent: T\\ndata: JSON\\n\\n`;
+    compact JSON never holds a raw newline). Only the 2 -> 3 migration reads them."""
     events = []
     start = 0
     while start < len(frames):
@@ -76,13 +129,10 @@ def split_frames(frames: bytes) -> list[Event]:
         type_end = frames.index(b"\n", id_end + 1)
         event_id = int(frames[start + 4 : id_end])  # after "id: "
         event_type = frames[id_end + 8 : type_end].decode()  # after "\nevent: "
-        events.append(Event.from_frame(event_id, event_type, frames[start:end]))
+        payload = frames[type_end + 7 : end - 2]  # after "\ndata: ", before "\n\n"
+        events.append(LogEvent(event_id, event_type, payload))
         start = end
     return events
-
-
-if TYPE_CHECKING:
-    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
 
 class SqliteRunStore:
@@ -120,18 +170,29 @@ class SqliteRunStore:
         version = row[0] if row else 0
         if row is None:
             await self._conn.execute("INSERT INTO svc_schema (version) VALUES (0)")
-        for target, script in enumerate(MIGRATIONS[version:], start=version + 1):
-            await self._conn.executescript(
-                f"BEGIN; {script}; UPDATE svc_schema SET version = {target}; COMMIT;"
-            )
-        await self._conn.commit()
+            await self._conn.commit()
+        for target, step in enumerate(MIGRATIONS[version:], start=version + 1):
+            if isinstance(step, str):
+                await self._conn.executescript(
+                    f"BEGIN; {step}; UPDATE svc_schema SET version = {target}; COMMIT;"
+                )
+                continue
+            await self._conn.execute("BEGIN")
+            try:
+                await step(self._conn)
+                await self._conn.execute("UPDATE svc_schema SET version = ?", (target,))
+            except BaseException:
+                await self._conn.rollback()
+                raise
+            await self._conn.commit()
         return len(MIGRATIONS)
 
     async def save_record(self, record: RunRecord) -> None:
         async with self._lock:
-            await self._save_record(record)
+            await self._put_record(record)
+            await self._conn.commit()
 
-    async def _save_record(self, record: RunRecord) -> None:
+    async def _put_record(self, record: RunRecord) -> None:
         await self._conn.execute(
             "INSERT OR REPLACE INTO svc_runs"
             " (run_id, thread_id, graph, status, created_at, ended_at, record)"
@@ -143,32 +204,46 @@ class SqliteRunStore:
                 record.status.value,
                 record.created_at,
                 record.ended_at,
-                orjson.dumps(record.as_dict()),
+                orjson.dumps(record.stored()),
             ),
         )
-        await self._conn.commit()
 
-    async def append_events(self, batches: Sequence[tuple[str, Sequence[Event]]]) -> None:
-        # What is stored is the frame bytes clients get, so a replay after a restart sends the
-        # same bytes. A retried flush starts at the same id and carries at least as many
-        # events, so it replaces its chunk; `load_events` skips any id it has already read.
+    async def append_events(self, batches: Sequence[tuple[str, Sequence[LogEvent]]]) -> None:
+        # A retried flush starts at the same id and carries at least as many events, so it
+        # replaces its chunk; `load_events` skips any id it has already read.
         rows = [
-            (run_id, events[0].id, events[-1].id, b"".join(e.frame for e in events))
+            (run_id, events[0].id, events[-1].id, codec.RAW, codec.encode_chunk(events))
             for run_id, events in batches
             if events
         ]
         if not rows:
             return
         async with self._lock:
-            await self._insert_events(rows)
+            await self._conn.executemany(
+                "INSERT OR REPLACE INTO svc_event_chunks (run_id, first_id, last_id, codec, data)"
+                " VALUES (?, ?, ?, ?, ?)",
+                rows,
+            )
+            await self._conn.commit()
 
-    async def _insert_events(self, rows: list[tuple[str, int, int, bytes]]) -> None:
-        await self._conn.executemany(
-            "INSERT OR REPLACE INTO svc_run_event_chunks (run_id, first_id, last_id, frames)"
-            " VALUES (?, ?, ?, ?)",
-            rows,
-        )
-        await self._conn.commit()
+    async def seal(self, record: RunRecord, events: Sequence[LogEvent]) -> None:
+        data = codec.encode_chunk(events)
+        if len(data) > COMPRESS_IN_THREAD_BYTES:
+            data = await asyncio.to_thread(codec.compress_chunk, data)
+        else:
+            data = codec.compress_chunk(data)
+        async with self._lock:
+            await self._conn.execute(
+                "DELETE FROM svc_event_chunks WHERE run_id = ?", (record.run_id,)
+            )
+            if events:
+                await self._conn.execute(
+                    "INSERT INTO svc_event_chunks (run_id, first_id, last_id, codec, data)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    (record.run_id, events[0].id, events[-1].id, codec.ZLIB, data),
+                )
+            await self._put_record(record)
+            await self._conn.commit()
 
     async def load_record(self, run_id: str) -> RunRecord | None:
         async with (
@@ -178,21 +253,32 @@ class SqliteRunStore:
             row = await cursor.fetchone()
         return RunRecord.from_dict(orjson.loads(row[0])) if row else None
 
-    async def load_events(self, run_id: str) -> list[Event]:
+    async def load_events(self, run_id: str, after: int = 0) -> list[LogEvent]:
         async with (
             self._lock,
             self._conn.execute(
-                "SELECT frames FROM svc_run_event_chunks WHERE run_id = ? ORDER BY first_id",
-                (run_id,),
+                "SELECT codec, data FROM svc_event_chunks WHERE run_id = ? AND last_id > ?"
+                " ORDER BY first_id",
+                (run_id, after),
             ) as cursor,
         ):
             rows: Any = await cursor.fetchall()
-        events: list[Event] = []
-        for (frames,) in rows:
-            for event in split_frames(bytes(frames)):
-                if not events or event.id > events[-1].id:
+        events: list[LogEvent] = []
+        for kind, data in rows:
+            for event in codec.open_chunk(kind, bytes(data)):
+                if event.id > after and (not events or event.id > events[-1].id):
                     events.append(event)
         return events
+
+    async def last_event_id(self, run_id: str) -> int:
+        async with (
+            self._lock,
+            self._conn.execute(
+                "SELECT max(last_id) FROM svc_event_chunks WHERE run_id = ?", (run_id,)
+            ) as cursor,
+        ):
+            row = await cursor.fetchone()
+        return int(row[0]) if row and row[0] is not None else 0
 
     async def thread_graph(self, thread_id: str) -> str | None:
         async with (
@@ -205,43 +291,37 @@ class SqliteRunStore:
             row = await cursor.fetchone()
         return str(row[0]) if row else None
 
-    async def recover(self) -> list[str]:
+    async def running(self) -> list[RunRecord]:
         async with (
             self._lock,
             self._conn.execute(
-                "SELECT r.record,"
-                " (SELECT max(last_id) FROM svc_run_event_chunks e WHERE e.run_id = r.run_id)"
-                " FROM svc_runs r WHERE r.status = ?",
-                (RunStatus.RUNNING.value,),
+                "SELECT record FROM svc_runs WHERE status = ?", (RunStatus.RUNNING.value,)
             ) as cursor,
         ):
             rows: Any = await cursor.fetchall()
-        recovered = []
-        for raw, last_id in rows:
-            record = RunRecord.from_dict(orjson.loads(raw))
-            record.interrupted(INTERRUPTED_BY_RESTART, INTERRUPTED_MESSAGE)
-            events = interrupted_events(record, last_id or 0)
-            record.events = events[-1].id
-            await self.append_events([(record.run_id, events)])
-            await self.save_record(record)
-            recovered.append(record.run_id)
-        return recovered
+        return [RunRecord.from_dict(orjson.loads(raw)) for (raw,) in rows]
 
     async def purge(self, ended_before: str) -> int:
         async with self._lock:
-            return await self._purge(ended_before)
+            await self._conn.execute(
+                "DELETE FROM svc_event_chunks WHERE run_id IN"
+                " (SELECT run_id FROM svc_runs WHERE ended_at IS NOT NULL AND ended_at < ?)",
+                (ended_before,),
+            )
+            cursor = await self._conn.execute(
+                "DELETE FROM svc_runs WHERE ended_at IS NOT NULL AND ended_at < ?", (ended_before,)
+            )
+            await self._conn.commit()
+            return cursor.rowcount
 
-    async def _purge(self, ended_before: str) -> int:
-        await self._conn.execute(
-            "DELETE FROM svc_run_event_chunks WHERE run_id IN"
-            " (SELECT run_id FROM svc_runs WHERE ended_at IS NOT NULL AND ended_at < ?)",
-            (ended_before,),
-        )
-        cursor = await self._conn.execute(
-            "DELETE FROM svc_runs WHERE ended_at IS NOT NULL AND ended_at < ?", (ended_before,)
-        )
-        await self._conn.commit()
-        return cursor.rowcount
+    async def stored_bytes(self) -> int:
+        """Bytes of event data stored (for the bench's bytes-per-token figure)."""
+        async with (
+            self._lock,
+            self._conn.execute("SELECT coalesce(sum(length(data)), 0) FROM svc_event_chunks") as c,
+        ):
+            row = await c.fetchone()
+        return int(row[0]) if row else 0
 
     async def close(self) -> None:
         if self._owns_conn:

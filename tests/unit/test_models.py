@@ -10,7 +10,7 @@ import openai
 import pytest
 from langchain_core.language_models.chat_models import BaseChatModel
 
-from app.runs.failures import classify
+from app.engine.failures import classify
 from graphs.models import build_chat_model
 from tests.support.fake_openai import FakeOpenAI, token_text
 

@@ -1,1 +1,0 @@
-"""HTTP routes: thin, they validate and translate; the work is in app/runs and app/sse."""

@@ -1,0 +1,1 @@
+"""Cancel broker implementations (the `CancelBroker` port, app/engine/ports.py)."""

@@ -1,0 +1,17 @@
+"""What the engine needs to know of the service's settings (built from `Settings` in the
+lifespan, so the engine does not read the environment)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    max_concurrent_runs: int = 100
+    max_tokens_per_run: int = 32768
+    run_timeout_s: float = 300.0
+    cancel_confirm_s: float = 2.0
+    finished_runs_cached: int = 256
+    event_flush_s: float = 0.5
+    run_retention_s: float = 7 * 24 * 3600.0

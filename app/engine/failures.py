@@ -1,0 +1,59 @@
+"""What went wrong inside a run, as a stable `code` and a human message (never a traceback)."""
+
+from __future__ import annotations
+
+import httpx
+import openai
+from langchain_core.tools import ToolException
+from langgraph.errors import GraphRecursionError
+
+from app.engine.limits import TokenLimitExceeded
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    seen: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in seen:
+        seen.append(current)
+        current = current.__cause__ or current.__context__
+    return seen
+
+
+def classify(exc: BaseException) -> tuple[str, str]:
+    """(code, message) for an exception that ended a run."""
+    for err in _chain(exc):
+        if isinstance(err, TokenLimitExceeded):
+            return "token_limit", str(err)
+        if isinstance(err, TimeoutError):
+            return "timeout", "the run took longer than its timeout"
+        if isinstance(err, GraphRecursionError):
+            return "recursion_limit", "the graph took more steps than its recursion limit"
+        if isinstance(err, openai.APIStatusError):
+            if err.status_code in (401, 403):
+                return "upstream_auth", f"the model server refused the key ({err.status_code})"
+            if err.status_code == 429:
+                return "upstream_rate_limited", "the model server is rate limiting (429)"
+            return "upstream_error", f"the model server answered {err.status_code}"
+        if isinstance(err, openai.APIError) and not isinstance(err, openai.APIConnectionError):
+            return "upstream_error", f"the model server sent an error: {_short(err, 200)}"
+        if isinstance(err, openai.APITimeoutError):
+            return "upstream_unavailable", "the model server sent nothing for too long"
+        if isinstance(err, (openai.APIConnectionError, httpx.TransportError)):
+            return "upstream_unavailable", "the model server could not be reached"
+        if isinstance(err, ToolException):
+            return "tool_error", f"a tool failed: {_short(err)}"
+    node = _node(exc)
+    where = f"node {node!r}" if node else "the graph"
+    return "node_error", f"{where} failed: {type(exc).__name__}: {_short(exc)}"
+
+
+def _node(exc: BaseException) -> str | None:
+    for note in getattr(exc, "__notes__", ()):
+        if note.startswith("During task with name '"):
+            return str(note.split("'")[1])
+    return None
+
+
+def _short(exc: BaseException, limit: int = 300) -> str:
+    text = " ".join(str(exc).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -1,0 +1,357 @@
+"""RunManager: the facade every protocol calls. Starts runs, looks them up, cancels them, waits
+for them, drains them on shutdown, and owns their tasks.
+
+Design record
+- Lifecycle: `async with manager:` once, before any run starts (recovery, the persister and the
+  cancel broker start there); `start()` before it, or after it closed, raises `NotOpen`.
+- One asyncio task per run runs `graph.astream_events(version="v2")` (app/engine/executor.py)
+  and appends the mapped events to the run's log. The *terminal* events (`error`, `end`) are
+  written by `_finalize` only once the task has really finished, whatever finished it; the run's
+  phase (app/engine/run.py) makes that happen once.
+- Cancel is confirmed, not assumed. A single `task.cancel()` can be swallowed inside the
+  LangGraph / `astream_events` consumer (seen with these libraries): the manager cancels, waits,
+  and cancels again with growing waits, logging each escalation; if the task still has not ended
+  after CANCEL_CONFIRM_S it is abandoned with an error log and the run is reported cancelled so
+  no client waits forever.
+- A synchronous node runs in a worker thread that a task cancel cannot stop. The run's `RunGuard`
+  callback makes the model's next token raise inside that thread, which closes the model's HTTP
+  stream (app/engine/limits.py).
+- `CancelledError` is never swallowed: the run task lets it propagate; the done callback reads
+  `task.cancelled()`.
+- A cancel reaches the run's owner through the `CancelBroker`; a run this process owns is
+  stopped here directly.
+- Every run is stored (the `RunStore`, written by app/engine/persist.py): its record when it
+  starts and ends, its events in batches. Finished runs stay in memory only in a small cache
+  (FINISHED_RUNS_CACHED); older ones are read back from the store on demand.
+- Rollback: a `Mark` of the thread is taken before the run starts. A rollback cancel holds the
+  `end` back until the thread is restored (the run stays STOPPING), so a client that sees `end`
+  sees the old state.
+- Shutdown (`drain`): new runs are refused at once, running ones get the grace period to end on
+  their own, then are cancelled with reason `shutdown`; each one's `end` reaches its streams.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections import OrderedDict
+from types import TracebackType
+from typing import Any
+
+from langgraph.types import Command
+
+from app.engine import events, recovery
+from app.engine.config import EngineConfig
+from app.engine.errors import (
+    Conflict,
+    InvalidInput,
+    NotFound,
+    NotOpen,
+    ShuttingDown,
+    TooManyRuns,
+    Unsupported,
+)
+from app.engine.executor import execute
+from app.engine.limits import RunGuard
+from app.engine.mapping import EventMapper
+from app.engine.persist import Persister
+from app.engine.ports import CancelBroker, LogFactory, Mark, Rewinder, RunStore
+from app.engine.record import RunRecord
+from app.engine.registry import GraphEntry, GraphRegistry
+from app.engine.run import Phase, Run, RunRequest
+
+log = logging.getLogger("app.engine")
+
+
+class RunManager:
+    def __init__(
+        self,
+        config: EngineConfig,
+        registry: GraphRegistry,
+        context: Any,
+        *,
+        store: RunStore,
+        logs: LogFactory,
+        broker: CancelBroker,
+        rewinder: Rewinder | None,
+    ) -> None:
+        self._config = config
+        self._registry = registry
+        self._context = context
+        self._store = store
+        self._logs = logs
+        self._broker = broker
+        self._rewinder = rewinder
+        self.worker_id = uuid.uuid4().hex
+        self._active: dict[str, Run] = {}
+        self._threads: dict[str, str] = {}
+        self._finished: OrderedDict[str, Run] = OrderedDict()
+        self._background: set[asyncio.Task[Any]] = set()
+        self._open = False
+        self._closing = False
+        self.recovered: list[str] = []
+        self._persister = Persister(
+            store, self._active.values, config.event_flush_s, config.run_retention_s
+        )
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def __aenter__(self) -> RunManager:
+        if self._open or self._closing:
+            raise NotOpen("the run manager can be entered once")
+        self.recovered = await recovery.recover(self._store, self._alive)
+        await self._broker.start(self._on_cancel_request)
+        self._persister.start()
+        self._open = True
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def _alive(self, owner: str | None) -> bool:
+        """Whether the worker that owns a stored running run is alive: only this one is."""
+        return owner == self.worker_id
+
+    # -- lookup ----------------------------------------------------------------------------
+
+    async def record(self, run_id: str) -> RunRecord:
+        """The run's record; a run no longer in memory is read from the store (not its events)."""
+        run = self._active.get(run_id) or self._finished.get(run_id)
+        if run is not None:
+            return run.record
+        record = await self._store.load_record(run_id)
+        if record is None:
+            raise NotFound(f"no run with id {run_id!r}", code="run_not_found")
+        return record
+
+    async def get(self, run_id: str) -> Run:
+        """The run with its event log (read back from the store if it is no longer in memory)."""
+        run = self._active.get(run_id) or self._finished.get(run_id)
+        if run is not None:
+            return run
+        record = await self._store.load_record(run_id)
+        if record is None:
+            raise NotFound(f"no run with id {run_id!r}", code="run_not_found")
+        run = self._active.get(run_id) or self._finished.get(run_id)
+        if run is None:  # still not loaded by someone else while we awaited
+            run = Run.stored(record, await self._store.load_events(run_id))
+            self._remember(run)
+        return run
+
+    def active_run_on(self, thread_id: str) -> str | None:
+        return self._threads.get(thread_id)
+
+    async def thread_graph(self, thread_id: str) -> str | None:
+        run_id = self._threads.get(thread_id)
+        if run_id is not None:
+            return self._active[run_id].record.graph
+        return await self._store.thread_graph(thread_id)
+
+    @property
+    def active_count(self) -> int:
+        return len(self._active)
+
+    # -- start -----------------------------------------------------------------------------
+
+    async def start(self, graph: GraphEntry, request: RunRequest) -> Run:
+        self._check_capacity()
+        thread_id = request.thread_id or str(uuid.uuid4())
+        self._check_thread_free(thread_id)
+        config = request.run_config(thread_id)
+        payload: Any = request.input
+        mark: Mark | None = Mark(thread_id, None, frozenset())
+        if request.thread_id is not None:
+            # An existing thread: same graph, in a state this request can continue from.
+            owner = await self.thread_graph(thread_id)
+            if owner is not None and owner != graph.name:
+                raise Conflict(
+                    f"thread {thread_id!r} belongs to graph {owner!r}, not {graph.name!r}",
+                    code="thread_graph_mismatch",
+                )
+            state = await graph.compiled.aget_state(config)
+            if request.resuming:
+                if not state.interrupts:
+                    raise Conflict(
+                        f"thread {thread_id!r} is not paused; there is nothing to resume",
+                        code="thread_not_paused",
+                    )
+            elif payload is None and not state.values and not state.next:
+                raise InvalidInput("input: required (thread has no checkpoint to continue)")
+            mark = await self._rewinder.mark(thread_id) if self._rewinder else None
+        elif payload is None:
+            raise InvalidInput("input: required (a new thread has nothing to continue)")
+        if request.resuming:
+            payload = Command(resume=request.resume)
+        self._check_capacity()  # re-check: the lookups above awaited
+        self._check_thread_free(thread_id)
+
+        run_id = str(uuid.uuid4())
+        record = RunRecord(
+            run_id=run_id, graph=graph.name, thread_id=thread_id, owner=self.worker_id
+        )
+        guard = RunGuard(request.max_tokens or self._config.max_tokens_per_run)
+        run = Run(record, self._logs(run_id), guard, mark, EventMapper(graph.output_keys))
+        config["callbacks"] = [run.guard]
+        run.append("metadata", events.metadata(run_id, thread_id, graph.name))
+        self._active[run_id] = run
+        self._threads[thread_id] = run_id
+        try:
+            await self._store.save_record(record)
+        except BaseException:
+            del self._active[run_id]
+            del self._threads[thread_id]
+            raise
+        timeout = request.timeout_s or self._config.run_timeout_s
+        context = self._context if graph.takes_model_context else None
+        run.task = asyncio.create_task(
+            execute(run, graph, payload, config, context, timeout), name=f"run:{run_id}"
+        )
+        run.task.add_done_callback(lambda task: self._finalize(run, task))
+        log.info("run %s started: graph=%s thread=%s", run_id, graph.name, thread_id)
+        return run
+
+    def _check_capacity(self) -> None:
+        if self._closing:
+            raise ShuttingDown("the server is shutting down and takes no new runs")
+        if not self._open:
+            raise NotOpen("the run manager has not been entered (`async with manager:`)")
+        if len(self._active) >= self._config.max_concurrent_runs:
+            raise TooManyRuns(
+                f"{self._config.max_concurrent_runs} runs are already in progress; retry shortly"
+            )
+
+    def _check_thread_free(self, thread_id: str) -> None:
+        if thread_id in self._threads:
+            raise Conflict(
+                f"thread {thread_id!r} already has a run in progress ({self._threads[thread_id]});"
+                " wait for its end or cancel it"
+            )
+
+    # -- the end ---------------------------------------------------------------------------
+
+    def _finalize(self, run: Run, task: asyncio.Task[None] | None, forced: bool = False) -> None:
+        """Write `error`/`end` and retire the run, once: when its task has ended on its own, or
+        (`forced`, or a rollback) when the cancel that stopped it says so."""
+        if run.phase in (Phase.ENDING, Phase.ENDED):
+            return
+        if run.rolling_back and not forced:
+            return  # the rollback writes the end once the thread is restored
+        record = run.record
+        ending = run.end(task, forced)
+        self._active.pop(record.run_id, None)
+        if self._threads.get(record.thread_id) == record.run_id:
+            del self._threads[record.thread_id]
+        self._remember(run)
+        self._persister.finished(run)
+        log.info(
+            "run %s ended: %s (%s) in %.0f ms",
+            record.run_id,
+            ending.status.value,
+            ending.reason,
+            record.elapsed_ms or 0,
+        )
+
+    def _remember(self, run: Run) -> None:
+        self._finished[run.run_id] = run
+        self._finished.move_to_end(run.run_id)
+        while len(self._finished) > self._config.finished_runs_cached:
+            self._finished.popitem(last=False)
+
+    async def wait(self, run_id: str) -> RunRecord:
+        """The run's record once it has ended."""
+        run = await self.get(run_id)
+        while not run.done:
+            await run.reader.wait(run.reader.last_id)
+        return run.record
+
+    # -- cancel ----------------------------------------------------------------------------
+
+    async def cancel(
+        self, run_id: str, reason: str = "cancelled", roll_back: bool = False
+    ) -> RunRecord:
+        """Stop a run and return its record once it has really ended (idempotent).
+
+        `roll_back`: also restore the thread to what it was before the run. Only the first
+        cancel of a run decides how it ends; repeating it changes nothing.
+        """
+        run = self._active.get(run_id)
+        if run is None or run.done:
+            record = await self.record(run_id)
+            if run is None and record.ended_at is None:
+                await self._broker.publish(run_id, "rollback" if roll_back else "interrupt")
+            return record
+        if run.stopping is None:
+            if roll_back and run.mark is None:
+                raise Unsupported("action: 'rollback' is not supported with this checkpointer")
+            run.cancel_reason = run.cancel_reason or ("rollback" if roll_back else reason)
+            run.rolling_back = roll_back
+            run.phase = Phase.STOPPING
+            run.stopping = asyncio.create_task(self._stop(run), name=f"stop:{run_id}")
+        await asyncio.shield(run.stopping)
+        return run.record
+
+    async def _on_cancel_request(self, run_id: str, action: str) -> None:
+        """A cancel published through the broker, for a run this process may own."""
+        if run_id in self._active:
+            await self.cancel(run_id, roll_back=action == "rollback")
+
+    async def _stop(self, run: Run) -> None:
+        ended = await run.cancel_task(self._config.cancel_confirm_s)
+        rolled_back = False
+        if run.rolling_back and run.mark is not None and self._rewinder is not None:
+            try:
+                await self._rewinder.rewind(run.mark)
+                rolled_back = True
+                log.info("run %s rolled back thread %s", run.run_id, run.mark.thread_id)
+            except Exception:
+                log.exception(
+                    "run %s: rollback failed; the thread keeps its checkpoints", run.run_id
+                )
+                run.cancel_reason = "rollback_failed"
+        run.rolling_back = False
+        # The done callback has run already (or held the end back for the rollback), unless the
+        # task would not end at all; either way, make the end visible now.
+        task = run.task
+        self._finalize(run, task if ended else None, forced=rolled_back or not ended)
+
+    def cancel_soon(self, run: Run, reason: str) -> None:
+        """Cancel without waiting (from a disconnect handler, which must not await)."""
+        if run.done:
+            return
+        task = asyncio.create_task(self.cancel(run.run_id, reason))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def drain(self, grace_s: float) -> None:
+        """SIGTERM: refuse new runs; let running ones end within `grace_s`, then cancel them."""
+        self._closing = True
+        runs = [run.task for run in self._active.values() if run.task is not None]
+        if runs:
+            log.info("shutdown: %d runs in progress get %.1fs to end", len(runs), grace_s)
+            await asyncio.wait(runs, timeout=grace_s)
+        await self._cancel_all()
+
+    async def close(self) -> None:
+        """Refuse new runs, cancel the running ones, write everything out."""
+        self._closing = True
+        await self._cancel_all()
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+        if self._open:
+            await self._persister.stop()
+            await self._broker.close()
+        self._open = False
+
+    async def _cancel_all(self) -> None:
+        runs = list(self._active)
+        if runs:
+            log.warning("shutdown: cancelling %d runs", len(runs))
+        await asyncio.gather(
+            *(self.cancel(run_id, "shutdown") for run_id in runs), return_exceptions=True
+        )

@@ -1,0 +1,105 @@
+"""The persister: copies runs' records and events from their logs to the `RunStore`, off the hot
+path.
+
+One background task does all the writing, so the store sees one writer and the run tasks never
+wait on the disk: a run appends to its log, and every `EVENT_FLUSH_S` the persister writes what
+each live run appended since the last pass. A run that ends is handed over with `finished()` and
+sealed on the next pass (woken at once): its record and all its events in one write, stored
+compactly. What a crash can lose is at most the last `EVENT_FLUSH_S` of a live run's events;
+recovery (app/engine/recovery.py) closes that run's stored log with `error`/`end` after the last
+event that reached the disk.
+
+Also here: the retention sweep (`purge`) once at start and then hourly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+from app.engine.ports import RunStore
+
+if TYPE_CHECKING:
+    from app.engine.run import Run
+
+log = logging.getLogger("app.engine.persist")
+
+PURGE_EVERY_S = 3600.0
+
+
+class Persister:
+    def __init__(
+        self,
+        store: RunStore,
+        live_runs: Callable[[], Iterable[Run]],
+        flush_s: float,
+        retention_s: float,
+    ) -> None:
+        self._store = store
+        self._live_runs = live_runs
+        self._flush_s = flush_s
+        self._retention_s = retention_s
+        self._ended: dict[str, Run] = {}
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._task: asyncio.Task[None] | None = None
+        self._next_purge = 0.0
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="persister")
+
+    def finished(self, run: Run) -> None:
+        """`run` has ended: write all of it (record and remaining events) on the next pass."""
+        self._ended[run.run_id] = run
+        self._wake.set()
+
+    async def stop(self) -> None:
+        """Write everything still pending, then end the loop."""
+        self._stopping = True
+        self._wake.set()
+        if self._task is not None:
+            await self._task
+
+    async def _loop(self) -> None:
+        while True:
+            waiter = asyncio.ensure_future(self._wake.wait())
+            try:
+                await asyncio.wait({waiter}, timeout=self._flush_s)
+            finally:
+                waiter.cancel()
+            self._wake.clear()
+            try:
+                await self.flush()
+                if time.monotonic() >= self._next_purge:
+                    await self.purge()
+            except Exception:
+                # The disk or database failed; the runs keep streaming from memory. Try again
+                # on the next pass (inserts are idempotent) rather than losing the loop.
+                log.exception("writing runs to the store failed; retrying in %.1fs", self._flush_s)
+            if self._stopping:
+                return
+
+    async def flush(self) -> None:
+        """One write for the new events of every live run, then one per ended run."""
+        live = [run for run in self._live_runs() if not run.done]
+        batches = [(run, run.reader.after(run.persisted, run.reader.last_id)) for run in live]
+        batches = [(run, events) for run, events in batches if events]
+        await self._store.append_events([(run.run_id, events) for run, events in batches])
+        for run, events in batches:
+            run.persisted = events[-1].id
+        for run in list(self._ended.values()):
+            events = run.reader.after(0, run.reader.last_id)
+            await self._store.seal(run.record, events)
+            run.persisted = run.reader.last_id
+            del self._ended[run.run_id]
+
+    async def purge(self) -> None:
+        self._next_purge = time.monotonic() + PURGE_EVERY_S
+        cutoff = datetime.now(UTC) - timedelta(seconds=self._retention_s)
+        removed = await self._store.purge(cutoff.isoformat(timespec="milliseconds"))
+        if removed:
+            log.info("retention: forgot %d runs that ended before %s", removed, cutoff)

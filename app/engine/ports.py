@@ -1,0 +1,116 @@
+"""The engine's seams: what it needs from a log, a store, a cancel broker and a rewinder.
+
+Each port has one conformance suite (tests/conformance/) run against every implementation:
+memory and SQLite today; Redis Streams, Redis pub/sub and PostgreSQL plug in by passing the
+same suites, without touching the engine. `app/backends.py` is the one place that picks them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from app.engine.codec import LogEvent
+from app.engine.record import RunRecord
+
+
+class EventLogReader(Protocol):
+    """What a subscriber reads: events after a cursor, and a wait for the next one."""
+
+    @property
+    def closed(self) -> bool:
+        """No event will be appended any more (the run has ended)."""
+
+    @property
+    def last_id(self) -> int:
+        """The id of the newest event (0: none yet)."""
+
+    def after(self, cursor: int, limit: int) -> Sequence[LogEvent]:
+        """Up to `limit` events with id > `cursor`, in order (empty if none yet)."""
+
+    async def wait(self, cursor: int) -> None:
+        """Return once there is an event after `cursor`, or the log is closed."""
+
+
+class EventLog(EventLogReader, Protocol):
+    """A run's log: the run task appends, every subscriber reads from its own cursor. Ids are
+    the position in the log, from 1, with no gaps."""
+
+    def append(self, event_type: str, data: Any) -> LogEvent:
+        """Encode `data` once and append it as the next event; raise if the log is closed."""
+
+    def close(self) -> None: ...
+
+
+LogFactory = Callable[[str], EventLog]
+"""A new, empty log for the run with this id."""
+
+
+class RunStore(Protocol):
+    """Run records and finished runs' events, so they outlive the process."""
+
+    async def save_record(self, record: RunRecord) -> None:
+        """Insert or replace the run's record."""
+
+    async def append_events(self, batches: Sequence[tuple[str, Sequence[LogEvent]]]) -> None:
+        """Store events of runs, `(run_id, events)` pairs in one write. Each batch follows the
+        run's last stored event, or repeats a stored range (a retried write): nothing is
+        stored twice."""
+
+    async def seal(self, record: RunRecord, events: Sequence[LogEvent]) -> None:
+        """The run has ended: store its final record and all its events (compactly, replacing
+        what `append_events` wrote for it) in one write, so a crash leaves either the running
+        run or the finished one, never a mix."""
+
+    async def load_record(self, run_id: str) -> RunRecord | None: ...
+
+    async def load_events(self, run_id: str, after: int = 0) -> list[LogEvent]:
+        """The run's stored events with id > `after`, in order."""
+
+    async def last_event_id(self, run_id: str) -> int:
+        """The id of the run's newest stored event (0: none)."""
+
+    async def thread_graph(self, thread_id: str) -> str | None:
+        """The graph of the thread's most recent run, or None for an unknown thread."""
+
+    async def running(self) -> list[RunRecord]:
+        """Every run whose record says it is running (for recovery)."""
+
+    async def purge(self, ended_before: str) -> int:
+        """Forget runs that ended before this ISO time; return how many."""
+
+    async def close(self) -> None: ...
+
+
+CancelHandler = Callable[[str, str], Awaitable[None]]
+"""Called with `(run_id, action)` where the run's task lives."""
+
+
+class CancelBroker(Protocol):
+    """Carries a cancel request to whichever process owns the run."""
+
+    async def start(self, handler: CancelHandler) -> None:
+        """Deliver every request published from now on to `handler`."""
+
+    async def publish(self, run_id: str, action: str) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Mark:
+    """A thread as it was before a run: its newest checkpoint and the writes attached to it."""
+
+    thread_id: str
+    checkpoint_id: str | None
+    writes: frozenset[tuple[str, int]]
+
+
+class Rewinder(Protocol):
+    """Puts a thread back as it was at a `Mark` (a rollback cancel)."""
+
+    async def mark(self, thread_id: str) -> Mark: ...
+
+    async def rewind(self, mark: Mark) -> None:
+        """Delete every checkpoint and write of the thread made after `mark`."""

@@ -1,0 +1,249 @@
+"""One run: the request that starts it, and the `Run` that holds its record, event log, task,
+and its phase. `RunManager` (manager.py) owns the collection and the lifecycle.
+
+Design record: a run's state is one phase machine, written only by the manager:
+
+    RUNNING --cancel--> STOPPING --task ended (and rollback done)--> ENDING -> ENDED
+       \\_________________task ended on its own_____________________/
+
+`ENDING` is where the terminal events are decided (`decide_end`, a pure function) and written,
+once: `error` (if the run failed) then `end`, then the log is closed (`ENDED`). Whatever ends a
+run (its task, a cancel, a rollback, a task abandoned because it ignores cancel) goes through
+`Run.end`, so there is one writer of the terminal events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from langchain_core.runnables import RunnableConfig
+
+from app.engine import events
+from app.engine.codec import LogEvent
+from app.engine.failures import classify
+from app.engine.limits import RunGuard
+from app.engine.mapping import EventMapper
+from app.engine.ports import EventLog, EventLogReader, Mark
+from app.engine.record import RunRecord, RunStatus
+
+log = logging.getLogger("app.engine")
+
+_UNSET: Any = object()
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """A validated request to start a run (built by a protocol)."""
+
+    input: dict[str, Any] | None
+    thread_id: str | None = None
+    resume: Any = _UNSET
+    config: dict[str, Any] = field(default_factory=dict)
+    max_tokens: int | None = None
+    timeout_s: float | None = None
+    recursion_limit: int | None = None
+
+    @property
+    def resuming(self) -> bool:
+        return self.resume is not _UNSET
+
+    def run_config(self, thread_id: str) -> RunnableConfig:
+        extra = self.config
+        configurable = dict(extra.get("configurable") or {})
+        configurable["thread_id"] = thread_id
+        config = RunnableConfig(
+            configurable=configurable, recursion_limit=self.recursion_limit or 25
+        )
+        if isinstance(extra.get("tags"), list):
+            config["tags"] = [str(t) for t in extra["tags"]]
+        if isinstance(extra.get("metadata"), dict):
+            config["metadata"] = extra["metadata"]
+        return config
+
+
+class Phase(StrEnum):
+    RUNNING = "running"
+    STOPPING = "stopping"  # a cancel was asked; waiting for the task (and a rollback)
+    ENDING = "ending"  # the terminal events are being written
+    ENDED = "ended"  # the log is closed
+
+
+@dataclass(frozen=True)
+class Ending:
+    status: RunStatus
+    reason: str
+    error: events.Error | None = None
+
+
+def decide_end(
+    *,
+    cancelled: bool,
+    exc: BaseException | None,
+    cancel_reason: str | None,
+    paused: bool,
+    forced: bool = False,
+) -> Ending:
+    """How a run ended, from what its task did.
+
+    `forced`: the run is over whatever its task did (abandoned because it ignored cancel, or
+    rolled back). A run that fails *because* it was cancelled (the stream it was reading was
+    closed under it) is reported as cancelled, not as a failure."""
+    if forced or cancelled or (exc is not None and cancel_reason):
+        return Ending(RunStatus.CANCELLED, cancel_reason or "cancelled")
+    if exc is None:
+        if paused:
+            return Ending(RunStatus.PAUSED, "interrupt")
+        return Ending(RunStatus.COMPLETED, "done")
+    code, message = classify(exc)
+    return Ending(RunStatus.FAILED, code, events.error(code, message))
+
+
+class StoredLog:
+    """The closed log of a finished run read back from the store."""
+
+    def __init__(self, items: Sequence[LogEvent]) -> None:
+        self._events = list(items)
+
+    @property
+    def closed(self) -> bool:
+        return True
+
+    @property
+    def last_id(self) -> int:
+        return self._events[-1].id if self._events else 0
+
+    def after(self, cursor: int, limit: int) -> Sequence[LogEvent]:
+        # Stored ids are contiguous from 1, except after a crash (ids may skip, never repeat).
+        start = max(cursor, 0)
+        if start < len(self._events) and self._events[start].id == start + 1:
+            return self._events[start : start + limit]
+        return [e for e in self._events if e.id > cursor][:limit]
+
+    async def wait(self, cursor: int) -> None:
+        return None
+
+
+class Run:
+    """A run in progress or recently finished: its record, event log, task and phase."""
+
+    def __init__(
+        self,
+        record: RunRecord,
+        event_log: EventLog | None,
+        guard: RunGuard,
+        mark: Mark | None,
+        mapper: EventMapper | None = None,
+    ) -> None:
+        self.record = record
+        self._log = event_log
+        self.reader: EventLogReader = event_log if event_log is not None else StoredLog(())
+        self.guard = guard
+        self.mark = mark
+        self.mapper = mapper or EventMapper()
+        self.task: asyncio.Task[None] | None = None
+        self.phase = Phase.RUNNING
+        self.cancel_reason: str | None = None
+        self.rolling_back = False
+        self.stopping: asyncio.Task[None] | None = None
+        self.persisted = 0  # the last event id written to the store
+
+    @classmethod
+    def stored(cls, record: RunRecord, items: Sequence[LogEvent]) -> Run:
+        """A finished run read back from the store: its record and its closed event log."""
+        run = cls(record, None, RunGuard(1), None)
+        run.reader = StoredLog(items)
+        run.phase = Phase.ENDED
+        run.persisted = run.reader.last_id
+        return run
+
+    @property
+    def run_id(self) -> str:
+        return self.record.run_id
+
+    @property
+    def done(self) -> bool:
+        return self.phase is Phase.ENDED
+
+    @property
+    def log(self) -> EventLog:
+        assert self._log is not None, "a stored run has no writable log"
+        return self._log
+
+    def append(self, event_type: str, data: Any) -> LogEvent:
+        return self.log.append(event_type, data)
+
+    def end(self, task: asyncio.Task[None] | None, forced: bool) -> Ending:
+        """Decide how the run ended, write `error` (if any) and `end`, close the log, finish the
+        record. Called once (the manager checks the phase)."""
+        self.phase = Phase.ENDING
+        self.guard.stop()
+        record = self.record
+        cancelled = task is None or task.cancelled()
+        exc = None if forced or cancelled or task is None else task.exception()
+        ending = decide_end(
+            cancelled=cancelled,
+            exc=exc,
+            cancel_reason=self.cancel_reason,
+            paused=self.mapper.interrupted,
+            forced=forced,
+        )
+        if ending.error is not None:
+            log.warning(
+                "run %s failed (%s): %s",
+                record.run_id,
+                ending.error["code"],
+                ending.error["message"],
+                exc_info=exc if ending.error["code"] == "node_error" else None,
+            )
+            record.error = {"code": ending.error["code"], "message": ending.error["message"]}
+            self.append("error", ending.error)
+        usage = self.mapper.usage.as_dict()
+        if not usage["output_tokens"]:
+            usage["output_tokens"] = self.guard.tokens
+            usage["total_tokens"] = usage["input_tokens"] + self.guard.tokens
+        record.finish(ending.status, ending.reason, usage)
+        self.append("end", events.end(ending.status.value, ending.reason, usage, record.elapsed_ms))
+        record.events = self.log.last_id
+        self.log.close()
+        self.phase = Phase.ENDED
+        return ending
+
+    async def cancel_task(self, confirm_s: float) -> bool:
+        """Cancel the task and wait until it has ended, cancelling again with growing waits;
+        give up (logged) after `confirm_s`. True if the task ended."""
+        self.guard.stop()
+        task = self.task
+        assert task is not None
+        started = time.monotonic()
+        wait = 0.05
+        attempt = 0
+        while not task.done():
+            attempt += 1
+            task.cancel()
+            await asyncio.wait({task}, timeout=wait)
+            if task.done():
+                break
+            elapsed = time.monotonic() - started
+            if elapsed >= confirm_s:
+                log.error(
+                    "run %s did not end %.1fs after %d cancels; abandoning its task and "
+                    "reporting it cancelled",
+                    self.run_id,
+                    elapsed,
+                    attempt,
+                )
+                return False
+            log.warning(
+                "run %s still running after cancel #%d (%.2fs); cancelling again",
+                self.run_id,
+                attempt,
+                elapsed,
+            )
+            wait = min(wait * 2, 0.5)
+        return True

@@ -1,0 +1,1 @@
+"""Event log implementations (the `EventLog` port, app/engine/ports.py)."""

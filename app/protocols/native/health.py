@@ -1,0 +1,28 @@
+"""`GET /healthz` (the process answers) and `GET /readyz` (graphs compiled, stores reachable)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from app.protocols.native.deps import ManagerDep, RegistryDep
+from app.protocols.native.errors import error_body
+
+router = APIRouter()
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz", response_model=None)
+async def readyz(
+    request: Request, registry: RegistryDep, manager: ManagerDep
+) -> dict[str, Any] | JSONResponse:
+    problem = await request.app.state.ready()
+    if problem is not None:
+        return JSONResponse(error_body("store_unavailable", problem), 503)
+    return {"status": "ready", "graphs": list(registry), "active_runs": manager.active_count}

@@ -1,0 +1,163 @@
+"""Run routes: start (streamed or in the background), stream/replay, look up, cancel."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Header, Query, Request, Response
+
+from app.engine.errors import InvalidInput
+from app.engine.manager import RunManager
+from app.engine.registry import GraphRegistry
+from app.engine.run import Run
+from app.protocols.native.deps import FanOutDep, ManagerDep, RegistryDep, SettingsDep
+from app.protocols.native.encoder import HEADERS, NativeEncoder
+from app.protocols.native.schemas import (
+    CancelBody,
+    RunBody,
+    StreamOptions,
+    run_request,
+    selection,
+)
+from app.settings import Settings
+from app.streaming.selection import Selection
+from app.streaming.sse import StreamResponse
+from app.streaming.subscriber import FanOut
+
+router = APIRouter()
+ENCODER = NativeEncoder()
+
+
+async def _start(
+    graph: str, body: RunBody, registry: GraphRegistry, manager: RunManager, settings: Settings
+) -> tuple[Run, Selection]:
+    entry = registry.require(graph)
+    if body.input is not None:
+        entry.validate_input(body.input)
+    if "resume" in body.model_fields_set:
+        entry.validate_resume(body.resume)
+    chosen = selection(body.stream, entry)
+    return await manager.start(entry, run_request(body, settings)), chosen
+
+
+def _links(request: Request, run: Run) -> dict[str, str]:
+    return {
+        "stream_url": str(request.url_for("stream_run", run_id=run.run_id)),
+        "cancel_url": str(request.url_for("cancel_run", run_id=run.run_id)),
+    }
+
+
+def _response(
+    fanout: FanOut,
+    run: Run,
+    cursor: int,
+    chosen: Selection,
+    settings: Settings,
+    max_rate: float | None,
+    on_close: Any = None,
+) -> StreamResponse:
+    frames = fanout.frames(
+        run.run_id,
+        run.reader,
+        cursor,
+        ENCODER,
+        chosen,
+        max_rate=max_rate,
+        on_close=on_close,
+        ping_s=settings.ping_interval_s,
+    )
+    return StreamResponse(frames, send_timeout_s=settings.send_timeout_s, headers=HEADERS)
+
+
+@router.post("/graphs/{graph}/stream", response_model=None)
+async def stream_new_run(
+    graph: str,
+    body: RunBody,
+    registry: RegistryDep,
+    manager: ManagerDep,
+    settings: SettingsDep,
+    fanout: FanOutDep,
+) -> StreamResponse:
+    run, chosen = await _start(graph, body, registry, manager, settings)
+
+    def on_close() -> None:
+        if body.on_disconnect == "cancel":
+            manager.cancel_soon(run, "client_disconnected")
+
+    return _response(fanout, run, 0, chosen, settings, body.max_rate, on_close)
+
+
+@router.post("/graphs/{graph}/runs", status_code=202)
+async def start_background_run(
+    graph: str,
+    body: RunBody,
+    request: Request,
+    registry: RegistryDep,
+    manager: ManagerDep,
+    settings: SettingsDep,
+) -> dict[str, Any]:
+    run, _ = await _start(graph, body, registry, manager, settings)
+    return {
+        "run_id": run.run_id,
+        "thread_id": run.record.thread_id,
+        "status": run.record.status.value,
+        **_links(request, run),
+    }
+
+
+@router.get("/runs/{run_id}/stream", name="stream_run", response_model=None)
+async def stream_run(
+    run_id: str,
+    manager: ManagerDep,
+    registry: RegistryDep,
+    settings: SettingsDep,
+    fanout: FanOutDep,
+    last_event_id_header: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
+    last_event_id: Annotated[str | None, Query()] = None,
+    max_rate: Annotated[float | None, Query(gt=0, le=1000)] = None,
+    events: Annotated[str | None, Query(max_length=1024)] = None,
+    nodes: Annotated[str | None, Query(max_length=8192)] = None,
+    values: Annotated[bool, Query()] = False,
+) -> StreamResponse | Response:
+    run = await manager.get(run_id)
+    options = None
+    if events is not None or nodes is not None or values:
+        options = StreamOptions(events=_names(events), nodes=_names(nodes), values=values)
+    chosen = selection(options, registry.get(run.record.graph))
+    cursor = _cursor(last_event_id_header if last_event_id_header is not None else last_event_id)
+    reader = run.reader
+    if reader.closed and cursor >= reader.last_id:
+        return Response(status_code=204)
+    return _response(fanout, run, cursor, chosen, settings, max_rate)
+
+
+def _names(value: str | None) -> list[str] | None:
+    if value is None:
+        return None
+    return [name.strip() for name in value.split(",") if name.strip()]
+
+
+def _cursor(value: str | None) -> int:
+    if value is None or value.strip() == "":
+        return 0
+    try:
+        cursor = int(value)
+    except ValueError:
+        raise InvalidInput(f"last_event_id: {value!r} is not an event id") from None
+    if cursor < 0:
+        raise InvalidInput("last_event_id: must not be negative")
+    return cursor
+
+
+@router.get("/runs/{run_id}")
+async def get_run(run_id: str, manager: ManagerDep) -> dict[str, Any]:
+    return (await manager.record(run_id)).as_dict()
+
+
+@router.post("/runs/{run_id}/cancel", name="cancel_run", status_code=202)
+async def cancel_run(
+    run_id: str, manager: ManagerDep, body: Annotated[CancelBody | None, Body()] = None
+) -> dict[str, Any]:
+    action = (body or CancelBody()).action
+    record = await manager.cancel(run_id, roll_back=action == "rollback")
+    return record.as_dict()

@@ -1,1 +1,0 @@
-"""Runs: starting, mapping, logging and cancelling graph executions."""

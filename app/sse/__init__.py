@@ -1,1 +1,0 @@
-"""Server-Sent Events: the wire format and the per-subscriber stream."""

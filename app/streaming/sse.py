@@ -1,0 +1,64 @@
+"""The streaming response: sse-starlette's, with the subscriber's own pings and a quiet send
+timeout.
+
+Design record
+- Its own ping task is off (`ping=0`): the subscriber sends the encoder's ping itself, between
+  frames. A ping from another task could land between two slices of one big frame and break it.
+- A send that takes no bytes for SEND_TIMEOUT_S raises sse-starlette's SendTimeoutError; the
+  response ends, the connection is closed and the drop is logged without a traceback (the
+  client can reconnect with Last-Event-ID).
+- `_send_with_timeout` overrides a private method of sse-starlette (capped in pyproject.toml):
+  the same behaviour on `asyncio.timeout` instead of an anyio cancel scope, paid on every send
+  (docs/perf/0006-per-send-timeout.md). tests/streaming/test_sse_response.py shows the
+  override is the one that runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Mapping
+
+from sse_starlette.sse import EventSourceResponse, SendTimeoutError
+from starlette.types import Message, Receive, Scope, Send
+
+log = logging.getLogger("app.streaming")
+
+
+class StreamResponse(EventSourceResponse):
+    def __init__(
+        self,
+        content: AsyncIterator[bytes],
+        *,
+        send_timeout_s: float,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(content, headers=headers, ping=0, send_timeout=send_timeout_s)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        except SendTimeoutError:
+            self._dropped(scope)
+        except BaseExceptionGroup as group:
+            # The data send and the ping can both time out at once: then sse-starlette's task
+            # group raises a group of SendTimeoutErrors instead of a single one.
+            _, rest = group.split(SendTimeoutError)
+            if rest is not None:
+                raise
+            self._dropped(scope)
+
+    async def _send_with_timeout(self, send: Send, message: Message) -> None:
+        if self.send_timeout is None:
+            await send(message)
+            return
+        try:
+            async with asyncio.timeout(self.send_timeout):
+                await send(message)
+        except TimeoutError:
+            raise SendTimeoutError() from None
+
+    def _dropped(self, scope: Scope) -> None:
+        log.warning(
+            "dropped client %s: it took no bytes for %ss", scope.get("client"), self.send_timeout
+        )

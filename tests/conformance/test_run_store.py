@@ -1,0 +1,287 @@
+"""One conformance suite for every `RunStore` (app/engine/ports.py): the SQLite store (a real
+file) and the memory store. A new store (PostgreSQL) must only pass it."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from app.engine import recovery
+from app.engine.codec import LogEvent
+from app.engine.ports import RunStore
+from app.engine.record import RunRecord, RunStatus
+from app.store.memory import MemoryRunStore
+from app.store.sqlite import MIGRATIONS, SqliteRunStore
+
+T = TypeVar("T")
+Run = Callable[[Callable[[RunStore], Awaitable[T]]], T]
+
+
+@pytest.fixture(params=["sqlite", "memory"])
+def with_store(request: pytest.FixtureRequest, tmp_path: Path) -> Run[Any]:
+    """`with_store(fn)` runs `await fn(store)` on a fresh store of each kind."""
+
+    def run(fn: Callable[[RunStore], Awaitable[T]]) -> T:
+        async def main() -> T:
+            store: RunStore
+            if request.param == "sqlite":
+                store = await SqliteRunStore.open(tmp_path / "runs.db")
+            else:
+                store = MemoryRunStore()
+            try:
+                return await fn(store)
+            finally:
+                await store.close()
+
+        return asyncio.run(main())
+
+    return run
+
+
+def _record(run_id: str, thread: str = "t", graph: str = "chat", **kw: Any) -> RunRecord:
+    return RunRecord(run_id=run_id, graph=graph, thread_id=thread, **kw)
+
+
+def _events(run_id: str, n: int) -> list[LogEvent]:
+    meta = LogEvent.of(1, "metadata", {"run_id": run_id, "thread_id": "t", "graph": "chat"})
+    return [meta] + [
+        LogEvent.of(i, "token", {"node": "llm", "ns": [], "message_id": "m", "text": f"w{i} "})
+        for i in range(2, n + 1)
+    ]
+
+
+def test_a_saved_record_reads_back_equal(with_store: Run[Any]) -> None:
+    async def check(store: RunStore) -> None:
+        record = _record("r1", first_token_ms=3.5, usage={"input_tokens": 2}, owner="w1")
+        record.finish(RunStatus.COMPLETED, "done", {"input_tokens": 2, "output_tokens": 5})
+        await store.save_record(record)
+        loaded = await store.load_record("r1")
+        assert loaded is not None
+        assert loaded.stored() == record.stored()
+        assert await store.load_record("nope") is None
+
+    with_store(check)
+
+
+def test_a_record_saved_again_replaces_the_old_one(with_store: Run[Any]) -> None:
+    async def check(store: RunStore) -> None:
+        record = _record("r1")
+        await store.save_record(record)
+        record.finish(RunStatus.CANCELLED, "rollback", {})
+        await store.save_record(record)
+        loaded = await store.load_record("r1")
+        assert loaded is not None and loaded.status is RunStatus.CANCELLED
+        assert loaded.reason == "rollback"
+
+    with_store(check)
+
+
+def test_events_read_back_in_order_and_appending_twice_changes_nothing(
+    with_store: Run[Any],
+) -> None:
+    async def check(store: RunStore) -> None:
+        events = _events("r1", 5)
+        await store.append_events([("r1", events[:3]), ("other", [])])
+        await store.append_events([("r1", events[2:])])  # event 3 again: a retried flush
+        loaded = await store.load_events("r1")
+        assert loaded == events
+        assert await store.load_events("r1", after=3) == events[3:]
+        assert await store.last_event_id("r1") == 5
+        assert await store.load_events("other") == []
+        assert await store.last_event_id("other") == 0
+
+    with_store(check)
+
+
+def test_a_retried_flush_that_carries_more_events_replaces_the_shorter_one(
+    with_store: Run[Any],
+) -> None:
+    async def check(store: RunStore) -> None:
+        events = _events("r1", 6)
+        await store.append_events([("r1", events[:3])])
+        await store.append_events([("r1", events[:5])])  # the same flush again, grown
+        await store.append_events([("r1", events[5:])])
+        assert await store.load_events("r1") == events
+
+    with_store(check)
+
+
+def test_sealing_stores_the_record_and_every_event_in_place_of_the_chunks(
+    with_store: Run[Any],
+) -> None:
+    async def check(store: RunStore) -> None:
+        events = _events("r1", 300)
+        record = _record("r1")
+        await store.save_record(record)
+        await store.append_events([("r1", events[:100])])
+        await store.append_events([("r1", events[100:200])])
+        record.finish(RunStatus.COMPLETED, "done", {})
+        await store.seal(record, events)
+        assert await store.load_events("r1") == events
+        assert await store.load_events("r1", after=250) == events[250:]
+        loaded = await store.load_record("r1")
+        assert loaded is not None and loaded.status is RunStatus.COMPLETED
+        assert await store.running() == []
+
+    with_store(check)
+
+
+def test_big_payloads_round_trip(with_store: Run[Any]) -> None:
+    async def check(store: RunStore) -> None:
+        big = LogEvent.of(2, "update", {"node": "llm", "ns": [], "values": "x\n" * 400_000})
+        events = [_events("r1", 1)[0], big]
+        record = _record("r1")
+        record.finish(RunStatus.COMPLETED, "done", {})
+        await store.seal(record, events)
+        assert await store.load_events("r1") == events
+
+    with_store(check)
+
+
+def test_a_thread_belongs_to_the_graph_of_its_newest_run(with_store: Run[Any]) -> None:
+    async def check(store: RunStore) -> None:
+        await store.save_record(_record("r1", thread="t1", graph="chat", created_at="2026-01-01"))
+        await store.save_record(_record("r2", thread="t1", graph="agent", created_at="2026-01-02"))
+        assert await store.thread_graph("t1") == "agent"
+        assert await store.thread_graph("unknown") is None
+
+    with_store(check)
+
+
+def test_recovery_fails_running_runs_of_dead_owners_and_closes_their_logs(
+    with_store: Run[Any],
+) -> None:
+    async def check(store: RunStore) -> None:
+        await store.save_record(_record("live", usage={"output_tokens": 3}, owner="dead"))
+        await store.append_events([("live", _events("live", 4))])
+        await store.save_record(_record("silent", owner="dead"))  # no event reached the disk
+        await store.save_record(_record("mine", owner="me"))  # a live worker's run
+        done = _record("done")
+        done.finish(RunStatus.COMPLETED, "done", {})
+        await store.save_record(done)
+
+        recovered = await recovery.recover(store, lambda owner: owner == "me")
+        assert sorted(recovered) == ["live", "silent"]
+
+        live = await store.load_record("live")
+        assert live is not None and live.status is RunStatus.FAILED
+        assert live.reason == "interrupted_by_restart"
+        assert live.error is not None and live.error["code"] == "interrupted_by_restart"
+        assert live.ended_at is not None and live.events == 6
+        tail = (await store.load_events("live"))[-2:]
+        assert [(e.id, e.type) for e in tail] == [(5, "error"), (6, "end")]
+        assert tail[1].data["status"] == "failed"
+        assert tail[1].data["reason"] == "interrupted_by_restart"
+
+        silent = await store.load_events("silent")
+        assert [(e.id, e.type) for e in silent] == [(1, "metadata"), (2, "error"), (3, "end")]
+        mine = await store.load_record("mine")
+        assert mine is not None and mine.status is RunStatus.RUNNING
+        again = await store.load_record("done")
+        assert again is not None and again.status is RunStatus.COMPLETED
+        assert await recovery.recover(store, lambda owner: owner == "me") == []
+
+    with_store(check)
+
+
+def test_purge_forgets_only_runs_that_ended_before_the_cutoff(with_store: Run[Any]) -> None:
+    async def check(store: RunStore) -> None:
+        old, new, running = _record("old"), _record("new"), _record("running")
+        old.finish(RunStatus.COMPLETED, "done", {})
+        new.finish(RunStatus.COMPLETED, "done", {})
+        old.ended_at = "2020-01-01T00:00:00.000+00:00"
+        for record in (old, new, running):
+            await store.save_record(record)
+            await store.append_events([(record.run_id, _events(record.run_id, 2))])
+        assert await store.purge("2021-01-01T00:00:00.000+00:00") == 1
+        assert await store.load_record("old") is None
+        assert await store.load_events("old") == []
+        assert await store.load_record("new") is not None
+        assert await store.load_record("running") is not None
+
+    with_store(check)
+
+
+def test_sqlite_store_survives_reopening_and_migrates_once(tmp_path: Path) -> None:
+    async def main() -> None:
+        store = await SqliteRunStore.open(tmp_path / "runs.db")
+        await store.save_record(_record("r1"))
+        await store.append_events([("r1", _events("r1", 3))])
+        await store.close()
+        reopened = await SqliteRunStore.open(tmp_path / "runs.db")
+        try:
+            assert await reopened.migrate() == len(MIGRATIONS)
+            assert (await reopened.load_record("r1")) is not None
+            assert len(await reopened.load_events("r1")) == 3
+        finally:
+            await reopened.close()
+
+    asyncio.run(main())
+
+
+def _v2_frame(event: LogEvent) -> bytes:
+    """How schema version 2 stored an event: the SSE frame clients were sent."""
+    return b"id: %d\nevent: %s\ndata: %s\n\n" % (event.id, event.type.encode(), event.payload)
+
+
+def test_sqlite_store_migrates_version_1_and_2_event_logs_without_losing_events(
+    tmp_path: Path,
+) -> None:
+    """Version 1 kept one frame per row, version 2 chunks of frames; version 3 keeps payloads.
+    A database written by either must replay the same events after the upgrade: a finished
+    run compressed, a running one as it was."""
+    path = tmp_path / "runs.db"
+    events = _events("r1", 4)
+    running = _events("r2", 3)
+    with sqlite3.connect(path) as db:
+        db.executescript(
+            "CREATE TABLE svc_schema (version INTEGER NOT NULL);"
+            f"INSERT INTO svc_schema (version) VALUES (1); {MIGRATIONS[0]}"
+        )
+        db.executemany(
+            "INSERT INTO svc_run_events (run_id, id, type, frame) VALUES (?, ?, ?, ?)",
+            [("r1", e.id, e.type, _v2_frame(e)) for e in events],
+        )
+        done = _record("r1")
+        done.finish(RunStatus.COMPLETED, "done", {})
+        for record in (done, _record("r2")):
+            db.execute(
+                "INSERT INTO svc_runs (run_id, thread_id, graph, status, created_at, ended_at,"
+                " record) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    record.run_id,
+                    record.thread_id,
+                    record.graph,
+                    record.status.value,
+                    record.created_at,
+                    record.ended_at,
+                    b"{}",
+                ),
+            )
+        assert isinstance(MIGRATIONS[1], str)
+        db.executescript(MIGRATIONS[1] + "; UPDATE svc_schema SET version = 2;")
+        db.execute(
+            "INSERT INTO svc_run_event_chunks (run_id, first_id, last_id, frames)"
+            " VALUES (?, ?, ?, ?)",
+            ("r2", 1, 3, b"".join(_v2_frame(e) for e in running)),
+        )
+
+    async def main() -> None:
+        store = await SqliteRunStore.open(path)
+        try:
+            assert await store.load_events("r1") == events
+            assert await store.load_events("r2") == running
+        finally:
+            await store.close()
+
+    asyncio.run(main())
+    with sqlite3.connect(path) as db:
+        codecs = dict(db.execute("SELECT run_id, codec FROM svc_event_chunks").fetchall())
+        assert codecs == {"r1": 1, "r2": 0}  # the finished run compressed
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        assert "svc_run_event_chunks" not in tables
