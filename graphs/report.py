@@ -1,10 +1,12 @@
 """`report`: a multi-step generator. Plan the sections, write each one as its own streamed step,
-then assemble them into one report."""
+then assemble them into one report. Each section step reports its progress (`{"section": i,
+"of": n}`) through the stream writer before it calls the model."""
 
 from __future__ import annotations
 
 from typing import Literal
 
+from langgraph.config import get_stream_writer
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 from typing_extensions import TypedDict
@@ -39,7 +41,10 @@ async def plan(state: ReportState, runtime: Runtime[ModelContext]) -> dict[str, 
 
 
 async def write_section(state: ReportState, runtime: Runtime[ModelContext]) -> dict[str, list[str]]:
-    title = state["sections"][len(state.get("written", []))]
+    index = len(state.get("written", []))
+    title = state["sections"][index]
+    # Progress through LangGraph's `custom` stream mode (a no-op when nobody streams it).
+    get_stream_writer()({"section": index + 1, "of": len(state["sections"])})
     prompt = f"Write the section '{title}' of a short report on: {state['topic']}."
     response = await runtime.context.llm.ainvoke(prompt)
     return {"written": [*state.get("written", []), f"## {title}\n\n{response.text.strip()}"]}
