@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -200,6 +200,11 @@ class RawSSEClient:
         )
         self.received = b""
 
+    @property
+    def port(self) -> int:
+        """This end's (local) port: how the server's socket for this connection is found."""
+        return int(self.sock.getsockname()[1])
+
     def read_all(self, timeout: float = 30.0) -> list[SSE]:
         """Read to EOF (the server closes the connection when the stream ends). The receive
         window opens wide first: the client stops being slow once it starts reading."""
@@ -210,13 +215,80 @@ class RawSSEClient:
         while chunk := self.sock.recv(65536):
             self.received += chunk
         self.sock.close()
-        head, _, body = self.received.partition(b"\r\n\r\n")
-        if b"transfer-encoding: chunked" in head.lower():
-            body = _dechunk(body)
-        return list(parse_sse(iter(body.decode("utf-8").split("\n"))))
+        return _frames(self.received)
+
+    def frames_within(self, nbytes: int) -> list[SSE]:
+        """After `read_all`: the frames whose data had arrived whole in the first `nbytes` of
+        the response (a frame cut off before the end of its data line is left out)."""
+        return _frames(self.received[:nbytes], whole=False)
 
     def close(self) -> None:
         self.sock.close()
+
+
+def tcp_queues() -> dict[tuple[int, int], tuple[int, int]]:
+    """The queues of this host's established IPv4 TCP connections, from /proc/net/tcp:
+    `{(local port, remote port): (send queue, receive queue)}` in bytes. The send queue is what
+    the local end has written and the peer has not yet acknowledged (`ss`'s Send-Q); the
+    receive queue what has arrived and the local process has not read (Recv-Q)."""
+    queues: dict[tuple[int, int], tuple[int, int]] = {}
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[3] != "01":  # ESTABLISHED
+            continue
+        local, remote = (int(end.rpartition(":")[2], 16) for end in fields[1:3])
+        tx, rx = (int(queue, 16) for queue in fields[4].split(":"))
+        queues[(local, remote)] = (tx, rx)
+    return queues
+
+
+def bytes_sent(server: LiveServer, readers: Sequence[RawSSEClient]) -> list[int]:
+    """How many bytes of its response the server has written to each reader's connection, as
+    long as the readers have not read any: the server socket's send queue plus the reader's
+    receive queue (everything the kernel took from the server is in one or the other)."""
+    queues = tcp_queues()
+    sent = []
+    for reader in readers:
+        assert reader.received == b"", "the reader has read: its receive queue is not all"
+        ends = (server.port, reader.port), (reader.port, server.port)
+        assert all(end in queues for end in ends), f"connection {ends[1]} is not open"
+        send_queue, _ = queues[ends[0]]
+        _, receive_queue = queues[ends[1]]
+        sent.append(send_queue + receive_queue)
+    return sent
+
+
+def wait_blocked(
+    server: LiveServer,
+    readers: Sequence[RawSSEClient],
+    quiet: float = 0.5,
+    timeout: float = 30.0,
+) -> list[int]:
+    """Wait until the server has written nothing more to any of `readers` (which read nothing)
+    for `quiet` seconds, and return `bytes_sent` then. Call it once the run has completed:
+    then a connection the server stops writing to is one whose send is blocked because the
+    reader's window and the server's socket buffer are full (check that the server had more to
+    send, e.g. `sent < len(reader.received)` after `read_all`)."""
+    deadline = time.monotonic() + timeout
+    sent = bytes_sent(server, readers)
+    since = time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+        now = bytes_sent(server, readers)
+        if now != sent:
+            sent, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            return sent
+    raise AssertionError(f"the server kept writing to the readers for {timeout}s: {sent}")
+
+
+def _frames(raw: bytes, whole: bool = True) -> list[SSE]:
+    """The frames of a raw HTTP response (`whole=False`: one that may be cut off anywhere)."""
+    head, _, body = raw.partition(b"\r\n\r\n")
+    if b"transfer-encoding: chunked" in head.lower():
+        body = _dechunk(body)
+    text = body.decode("utf-8", errors="strict" if whole else "ignore")
+    return list(parse_sse(iter(text.split("\n"))))
 
 
 def _dechunk(body: bytes) -> bytes:
@@ -224,7 +296,9 @@ def _dechunk(body: bytes) -> bytes:
     out = bytearray()
     pos = 0
     while pos < len(body):
-        end = body.index(b"\r\n", pos)
+        end = body.find(b"\r\n", pos)
+        if end < 0:  # cut off in a chunk's size line
+            break
         size = int(body[pos:end].split(b";")[0], 16)
         if size == 0:
             break
