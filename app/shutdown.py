@@ -57,7 +57,8 @@ class GracefulShutdown:
         if threading.current_thread() is not threading.main_thread():
             log.warning("not in the main thread: graceful shutdown of streams is off")
             return
-        AppStatus.enable_automatic_graceful_drain = False  # we drain; see the module docstring
+        # We drain; see the module docstring. (sse-starlette leaves this method unannotated.)
+        AppStatus.disable_automatic_graceful_drain()  # type: ignore[no-untyped-call]
         self._loop = asyncio.get_running_loop()
         for sig in SIGNALS:
             self._previous[sig] = signal.getsignal(sig)
