@@ -28,6 +28,7 @@ test: install
 lint: install
 	$(VENV)/bin/ruff check app graphs tests bench
 	$(VENV)/bin/ruff format --check app graphs tests bench
+	$(VENV)/bin/lint-imports
 
 types: install
 	$(VENV)/bin/mypy

@@ -3,7 +3,7 @@ really in effect: each fails if our line is removed or the library stops calling
 
 - graphs/models.py: the app's `ChatOpenAI` reads streamed chunks as dicts (`DictChunkCompletions`
   in place of its `async_client`).
-- app/sse/stream.py: sse-starlette sends through `RunEventStream._send_with_timeout`.
+- app/streaming/sse.py: sse-starlette sends through `StreamResponse._send_with_timeout`.
 - app/shutdown.py: sse-starlette's automatic drain is off once the handler is installed.
 
 The CPU saving of the first is bounded in tests/bench/test_hot_path_budget.py; aiosqlite's
@@ -28,7 +28,7 @@ from starlette.types import Message, Receive, Scope, Send
 from app.main import create_app
 from app.settings import Settings
 from app.shutdown import GracefulShutdown
-from app.sse.stream import RunEventStream
+from app.streaming.sse import StreamResponse as RunEventStream
 from graphs.models import DictChunkCompletions
 from tests.support.fake_openai import FakeOpenAI, token_text
 
