@@ -179,7 +179,7 @@ def _compile(
         nodes=nodes,
         mermaid=mermaid,
         all_nodes=all_nodes | frozenset(nodes),
-        output_keys=_output_keys(output_schema),
+        output_keys=output_keys_of(output_schema),
         _input_adapter=adapter,
         takes_model_context=builder.context_schema is context_type,
         resume_schema=resume_adapter.json_schema() if resume_adapter else None,
@@ -187,7 +187,7 @@ def _compile(
     )
 
 
-def _output_keys(schema: dict[str, Any]) -> frozenset[str] | None:
+def output_keys_of(schema: dict[str, Any]) -> frozenset[str] | None:
     """The top-level keys of a graph's output schema (None: not an object schema)."""
     properties = schema.get("properties")
     return frozenset(properties) if isinstance(properties, dict) else None
