@@ -36,8 +36,8 @@ def build_chat_model(
 ) -> BaseChatModel:
     """`ChatOpenAI(streaming=True)` when there is a key, else the built-in offline model.
 
-    Two choices make each streamed token cheaper (bench: 1.6x and then 1.16x the tokens/s at
-    100 streams), without changing what the model call does:
+    Two choices make each streamed token cheaper (docs/perf/0010-model-client.md), without
+    changing what the model call does:
     - chunks are read as dicts (`DictChunkCompletions`);
     - a silent upstream is caught by the HTTP read timeout (`read_timeout_s` without a byte)
       instead of LangChain's `stream_chunk_timeout`, which on Python 3.11 wraps every chunk's
@@ -69,8 +69,8 @@ class DictChunkCompletions:
 
     `ChatOpenAI._astream` turns every model chunk straight back into a dict (`model_dump`), and
     takes a dict as it is. Building the model was the largest single cost per token: the SDK's
-    `construct` runs a runtime-checkable Protocol `isinstance` for each nested model, 10% of the
-    event loop at 100 streams (py-spy, the bench's throughput case). The request, retries, SSE
+    `construct` runs a runtime-checkable Protocol `isinstance` for each nested model of each
+    chunk (docs/perf/0010-model-client.md). The request, retries, SSE
     decoding, errors sent in the stream and closing the response on cancel stay the SDK's: the
     stream is its own `AsyncStream`, parsed with `object` as the chunk type.
 

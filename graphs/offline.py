@@ -94,9 +94,9 @@ class OfflineChatModel(BaseChatModel):
 
     def _chunks(self, messages: list[BaseMessage], **kwargs: Any) -> Iterator[ChatGenerationChunk]:
         """The reply's chunks, each built when it is streamed, as a real model's arrive. Why:
-        built as a list up front, ~80 message objects at the start of every call were 15% of
-        the event loop's samples with 1,000 report-graph runs (py-spy, bench scale case), all
-        of it at the moment a section starts, which those runs reach together."""
+        built as a list up front, a whole reply's message objects were made at the start of
+        every call, the moment a section starts, which many report-graph runs reach together:
+        one stall for all their streams (docs/perf/0009-thousand-stream-gaps.md)."""
         reply = self._reply(messages, kwargs.get("tools") or [])
         texts = [] if reply.tool_call_chunks else tokenize(str(reply.content))
         if reply.tool_call_chunks:

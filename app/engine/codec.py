@@ -4,16 +4,16 @@ Design record
 - The log holds `LogEvent(id, type, payload)` and never a wire format: each protocol frames
   payloads itself (the native SSE encoder, later others), and a store or a Redis stream holds
   the same bytes whatever protocol reads them. A payload is encoded once, when the event is
-  appended, and shared by every reader and by the store. Only the bytes are kept: a live event
-  that kept its dict beside its bytes cost about twice the memory, and a run's log lives as long
-  as the run.
+  appended, and shared by every reader and by the store. Only the bytes are kept: a dict kept
+  beside them made the log the biggest part of what the service added to a live run's memory,
+  and a run's log lives as long as the run (docs/perf/0004-rss-per-stream.md).
 - Tokens are merged on their bytes, without decoding: a token's payload is
   `{"node":..,"ns":..,"message_id":..,"text":"..."}`, text last, and escaped JSON strings
   concatenate into the escape of the concatenation. So the payloads of consecutive tokens with
   the same head (same node, ns and message) merge into the head, the joined texts and `"}`,
   byte for byte what encoding the merged dict gives (tests/engine/test_codec.py). Why:
-  decoding every token a lagging reader merged was half the event loop's samples with 100
-  stalled readers (docs/perf/).
+  decoding every token a lagging reader merged was the event loop's largest cost with many
+  stalled readers (docs/perf/0008-coalescing-by-load.md).
 - Stored chunks (`encode_chunk`) are lines of `ID TYPE PAYLOAD`; compact JSON never holds a raw
   newline, so a line is an event. A finished run's chunks are stored compressed
   (`compress_chunk`): token payloads repeat their head, which zlib removes.
@@ -33,8 +33,9 @@ from app.engine.jsonable import to_jsonable
 def dumps(data: Any) -> bytes:
     """Compact UTF-8 JSON; what orjson cannot encode natively goes through `to_jsonable`.
 
-    Copied to an exact-size object: orjson's result keeps the buffer it wrote into (4 KB for a
-    450-byte token, tracemalloc), and a log keeps every payload for the run's life."""
+    Copied to an exact-size object: orjson's result keeps the buffer it wrote into, several
+    times a token's payload, and a log keeps every payload for the run's life
+    (docs/perf/0013-event-storage-payloads.md)."""
     return b"%s" % orjson.dumps(data, default=_fallback)
 
 

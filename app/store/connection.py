@@ -10,17 +10,11 @@ Design record
   again: the lock, not SQLite, sets the pace.
 - So a call runs inline, on the loop's thread, while at least `INLINE_WHEN_WAITING` callers are
   waiting for the lock: the holder then finishes in one go, and the waiters gain nothing from
-  the thread anyway. Measured (alternated runs, p50 of the added first-token latency, p99 over
-  1,000 paced offline streams):
-  - 100 streams started at once: 433 -> 354 ms (3 rounds each); 10 streams: 31.7 -> 31.2 ms, 1
-    stream: no change (no waiters, so no inline call).
-  - 1,000 paced streams: p99 time to first token 20.3 -> 10.3 s, p99 stream 47.9 -> 43.1 s, p99
-    gap 757 -> 759 ms (3 rounds each).
+  the thread anyway. It shortens the first token when many runs start at once; with fewer
+  waiters nothing changes (docs/perf/0012-sqlite-lock.md).
 - Why not always inline: SQLite releases the GIL, so in the worker thread its work runs on the
-  second core while the loop serves streams. With every call inline, 1,000 paced streams had a
-  p99 gap of 533-741 ms against 326-603 ms with the thread (README, Benchmark: tried and not
-  kept), and 10 streams started at once got 40 ms against 31 ms. Inline at most 100 live runs
-  (instead of this rule) measured no better at 1 stream and worse at 10.
+  second core while the loop serves streams. Every call inline, and inline while at most 100
+  runs are live, both measured worse than this rule (docs/perf/0012-sqlite-lock.md, "Not kept").
 - Order and safety: a call runs inline only when every call handed to the thread has finished
   (counted by the thread itself, so a caller cancelled while its call still runs there does not
   count as finished). The two threads never use the sqlite3 connection at once, and calls run

@@ -12,9 +12,9 @@ transaction.
 
 Events are stored as chunks of `(id, type, payload)` (app/engine/codec.py), never as a wire
 format: one raw chunk per flush while a run is live, and one compressed chunk for the whole run
-once it has ended (`seal`). Why chunks: a row per token cost ~30 us of the service's CPU per token
-(docs/perf/0005-event-storage.md). Why compressed: finished runs are kept for RUN_RETENTION_S,
-and token payloads repeat their head.
+once it has ended (`seal`). Why chunks: a row per token made each token measurably dearer than
+with the memory store (docs/perf/0005-event-storage.md). Why compressed: finished runs are kept
+for RUN_RETENTION_S, and token payloads repeat their head.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ Design record
   its transport buffer is bounded by the batch, not by how far behind it is.
 - One send is at most SEND_BYTES (64 KiB); a bigger frame goes out in slices. Why: uvicorn's
   flow control waits for the socket to drain *between* sends, so a single send is copied into
-  the transport's buffer whole: a 2 MB `update` to 100 stalled readers cost 200 MB of buffers.
+  the transport's buffer whole, once per stalled reader (docs/perf/0002-stalled-clients.md).
 - Coalescing: while tokens come faster than one per window, the reader pauses one window after
   sending one, so what arrives meanwhile goes out as one merged frame in one send. Why: a send
   per token through sse-starlette and uvicorn was the largest cost per token we controlled.
@@ -25,8 +25,8 @@ Design record
   speed).
 - The window follows the load (`FanOut.window`): 5 ms up to 10 open streams, then 0.5 ms per
   open stream, at most 50 ms, so fast streams' readers wake about 2,000 times a second in all
-  whatever their number. Why: a fixed 5 ms window had 100 readers of one fast run wake 20,000
-  times a second and starve the other streams.
+  whatever their number. Why: with a fixed window, the more readers a fast run had, the more
+  often they woke, until they starved the other streams (docs/perf/0008-coalescing-by-load.md).
 - Readers of one run share their merges: a coalescing pause ends on the window's boundary on
   the loop's clock, every reader waking at one boundary reads up to the log's last id at that
   boundary, and the sends of each range read since then are kept (per run, per wire format and

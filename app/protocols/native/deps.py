@@ -1,8 +1,8 @@
 """Typed accessors for what the lifespan put on `app.state`, for use as route parameters.
 
 They are `async def` on purpose: FastAPI runs a plain `def` dependency in a worker thread, and
-three thread hops per request were 2.6% of the event loop's samples with 100 streams starting at
-once (py-spy, bench first_token case)."""
+three thread hops per request for an attribute read cost the event loop most when many streams
+start at once (docs/perf/0003-run-start-up.md)."""
 
 from __future__ import annotations
 
