@@ -12,7 +12,7 @@ Design record
   LangGraph / `astream_events` consumer (seen with these libraries): the manager cancels, waits,
   and cancels again with growing waits, logging each escalation; if the task still has not ended
   after CANCEL_CONFIRM_S it is abandoned with an error log and the run is reported cancelled so
-  no client waits forever.
+  no client waits forever (if it ends at last, how is logged; it writes nothing more).
 - A synchronous node runs in a worker thread that a task cancel cannot stop. The run's `RunGuard`
   callback makes the model's next token raise inside that thread, which closes the model's HTTP
   stream (app/engine/limits.py).
@@ -217,10 +217,10 @@ class RunManager:
         return run
 
     def _check_capacity(self) -> None:
+        if not self._open:  # not entered yet, or closed
+            raise NotOpen("the run manager is not open (`async with manager:`)")
         if self._closing:
             raise ShuttingDown("the server is shutting down and takes no new runs")
-        if not self._open:
-            raise NotOpen("the run manager has not been entered (`async with manager:`)")
         if len(self._active) >= self._config.max_concurrent_runs:
             raise TooManyRuns(
                 f"{self._config.max_concurrent_runs} runs are already in progress; retry shortly"
@@ -318,6 +318,8 @@ class RunManager:
         # The done callback has run already (or held the end back for the rollback), unless the
         # task would not end at all; either way, make the end visible now.
         task = run.task
+        if not ended and task is not None:
+            task.add_done_callback(lambda task: _abandoned_task_ended(run.run_id, task))
         self._finalize(run, task if ended else None, forced=rolled_back or not ended)
 
     def cancel_soon(self, run: Run, reason: str) -> None:
@@ -355,3 +357,12 @@ class RunManager:
         await asyncio.gather(
             *(self.cancel(run_id, "shutdown") for run_id in runs), return_exceptions=True
         )
+
+
+def _abandoned_task_ended(run_id: str, task: asyncio.Task[None]) -> None:
+    """The task of a run given up on (and reported cancelled) has ended at last. Read how: an
+    exception nobody reads is reported by asyncio as "never retrieved" when the task is dropped
+    (it typically is one: the late task appends to the run's closed log)."""
+    exc = None if task.cancelled() else task.exception()
+    outcome = "cancelled" if task.cancelled() else repr(exc) if exc else "returned"
+    log.warning("run %s: its abandoned task has ended (%s)", run_id, outcome)
