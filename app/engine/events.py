@@ -184,21 +184,7 @@ INTERNAL: frozenset[str] = frozenset(("model_start", "model_end", "tool_call_chu
 ALWAYS: frozenset[str] = frozenset(("metadata", "error", "end"))
 """Sent to every subscriber whatever it chose."""
 
-NODE_SCOPED: frozenset[str] = frozenset(
-    (
-        "node_start",
-        "token",
-        "tool_start",
-        "tool_end",
-        "custom",
-        "update",
-        "node_end",
-        "interrupt",
-        "model_start",
-        "model_end",
-        "tool_call_chunk",
-    )
-)
+NODE_SCOPED: frozenset[str] = (PUBLIC - {"metadata", "values", "error", "end"}) | INTERNAL
 
 
 def metadata(run_id: str, thread_id: str, graph: str) -> Metadata:
