@@ -1,5 +1,5 @@
-"""The hot path's cost per token, in CI's short form: two bounds on the service's CPU seconds per
-delivered token, each against a floor.
+"""The hot path's cost per token, in CI's short form: the service's CPU seconds per delivered
+token against its model client alone, and that client against itself without its override.
 
 The service (real uvicorn, `ChatOpenAI` to the fake upstream in its own process) streams 2,000
 tokens a few times; its CPU per token is read from /proc/<pid>/stat. Each floor is a model
@@ -15,10 +15,14 @@ them alike; all figures are CPU time, not wall time.
   alone is already ~1.65x that floor (LangGraph and LangChain's event stream, not our code), so
   3x is above the worst repetition seen while a regression of that kind lands well past it.
   This floor cannot see the model client itself: it uses the same one.
-- Against a stock `ChatOpenAI`: under 0.85x. This catches losing what graphs/models.py does to
-  the client (`DictChunkCompletions` reading chunks as dicts, a private-API override that a
-  library upgrade or a refactor can silently drop): with it the service costs ~0.55x the stock
-  client alone, without it ~1.1-1.7x, so 0.85 leaves room on both sides.
+- The service's model client against the same client with `DictChunkCompletions` taken out,
+  both in this process: under 0.8x. This pins what graphs/models.py does to the client (reading
+  streamed chunks as dicts, a private-API override that a library upgrade or a refactor can
+  silently drop): with it the client costs ~0.45-0.65x, without it 1x by construction. Both run
+  in this process, in turns, so the ratio holds on a slow or busy machine. (The service against
+  a stock `ChatOpenAI` did not: 0.62-0.69x here, 0.75-0.93x on a loaded CI machine, since the
+  graph's own cost varies with the machine more than the client's.) tests/unit/test_overrides.py
+  shows that the service's model is this client.
 """
 
 from __future__ import annotations
@@ -27,17 +31,29 @@ import statistics
 from dataclasses import dataclass, field
 
 import pytest
+from langchain_core.language_models.chat_models import BaseChatModel
 
 from bench.cases.cost import service_cpu_per_token
-from bench.floor import cpu_per_token, openai_model, service_model
+from bench.floor import cpu_per_token, service_model
 from bench.harness import Upstream, service
+from graphs.models import DictChunkCompletions
 
 TOKENS = 2000
-ROUNDS = 3
+ROUNDS = 5
 GROSS_RATIO = 3.0
-STOCK_RATIO = 0.85
+CLIENT_RATIO = 0.8
 QUERY = f"[[tokens={TOKENS}]]"
 WARMUP_TOKENS = 200
+
+
+def plain_model(base_url: str) -> BaseChatModel:
+    """The service's model client with `DictChunkCompletions` taken out: the SDK builds a
+    `ChatCompletionChunk` model for every chunk again."""
+    llm = service_model(base_url)
+    wrapped = llm.async_client  # type: ignore[attr-defined]
+    assert isinstance(wrapped, DictChunkCompletions), "graphs/models.py no longer wraps the client"
+    llm.async_client = wrapped._completions  # type: ignore[attr-defined]
+    return llm
 
 
 @dataclass
@@ -46,7 +62,7 @@ class Costs:
 
     service: list[float] = field(default_factory=list)
     own_client: list[float] = field(default_factory=list)
-    stock_client: list[float] = field(default_factory=list)
+    plain_client: list[float] = field(default_factory=list)
 
     def describe(self) -> str:
         def us(values: list[float]) -> list[int]:
@@ -54,7 +70,7 @@ class Costs:
 
         return (
             f"service {us(self.service)} us, own client {us(self.own_client)} us, "
-            f"stock ChatOpenAI {us(self.stock_client)} us"
+            f"without DictChunkCompletions {us(self.plain_client)} us"
         )
 
 
@@ -67,10 +83,10 @@ def costs() -> Costs:
         warmup = f"[[tokens={WARMUP_TOKENS}]]"
         service_cpu_per_token(server, warmup, WARMUP_TOKENS, 0)
         cpu_per_token(service_model(base_url), warmup, WARMUP_TOKENS, 0)
-        cpu_per_token(openai_model(base_url), warmup, WARMUP_TOKENS, 0)
+        cpu_per_token(plain_model(base_url), warmup, WARMUP_TOKENS, 0)
         for _ in range(ROUNDS):
-            measured.stock_client += cpu_per_token(
-                openai_model(base_url), QUERY, TOKENS, 1, warmup=0
+            measured.plain_client += cpu_per_token(
+                plain_model(base_url), QUERY, TOKENS, 1, warmup=0
             )
             measured.service += service_cpu_per_token(server, QUERY, TOKENS, 1, warmup=0)
             measured.own_client += cpu_per_token(
@@ -87,11 +103,11 @@ def test_cost_per_token_is_not_grossly_above_the_model_client_alone(costs: Costs
     )
 
 
-def test_cost_per_token_is_below_a_stock_chatopenai_alone(costs: Costs) -> None:
-    """The median over rounds of service / stock client, each round's pair measured together."""
-    ratio = statistics.median(s / f for s, f in zip(costs.service, costs.stock_client, strict=True))
-    assert ratio < STOCK_RATIO, (
-        f"service CPU/token is {ratio:.2f}x a stock ChatOpenAI's astream alone (bound "
-        f"{STOCK_RATIO}x; is graphs/models.py's DictChunkCompletions still in place?): "
-        f"{costs.describe()}"
+def test_the_service_model_client_costs_less_than_without_its_override(costs: Costs) -> None:
+    """The median over rounds of own client / plain client, each round's pair measured together."""
+    pairs = zip(costs.own_client, costs.plain_client, strict=True)
+    ratio = statistics.median(own / plain for own, plain in pairs)
+    assert ratio < CLIENT_RATIO, (
+        f"the service's ChatOpenAI costs {ratio:.2f}x the same client without "
+        f"DictChunkCompletions per token (bound {CLIENT_RATIO}x): {costs.describe()}"
     )
