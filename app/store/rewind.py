@@ -11,7 +11,9 @@ first's interrupt write under the same key). Checkpoint ids are UUIDv6, ordered 
 
 Why per namespace: a thread paused inside a subgraph has its newest checkpoints in the
 subgraph's namespace, newer than the root's newest (the root writes none when a subgraph
-pauses); comparing them with the root's id would delete the paused subgraph.
+pauses); comparing them with the root's id would delete the paused subgraph. The cost: a mark
+holds one id per namespace the thread ever had (one per subgraph call), and the writes of each
+namespace's newest checkpoint only (a completed subgraph's newest has none), read in one query.
 
 LangGraph's savers have no "delete a run's checkpoints" here (`delete_for_runs` is not
 implemented by the SQLite or memory saver), so each rewinder knows its saver's storage: the
