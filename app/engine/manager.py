@@ -165,7 +165,7 @@ class RunManager:
         self._check_thread_free(thread_id)
         config = request.run_config(thread_id)
         payload: Any = request.input
-        mark: Mark | None = Mark(thread_id, None, frozenset())
+        mark: Mark | None = Mark(thread_id)
         if request.thread_id is not None:
             # An existing thread: same graph, in a state this request can continue from.
             owner = await self.thread_graph(thread_id)

@@ -7,8 +7,8 @@ same suites, without touching the engine. `app/backends.py` is the one place tha
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from app.engine.codec import LogEvent
@@ -99,18 +99,70 @@ class CancelBroker(Protocol):
 
 
 @dataclass(frozen=True)
+class SavedWrite:
+    """A pending write as the checkpointer stored it: its key `(task_id, idx)` within its
+    checkpoint, and its value still serialized (the saver's `serde.dumps_typed` pair), so a
+    rewind puts back the very bytes that were there."""
+
+    task_id: str
+    idx: int
+    channel: str
+    value: tuple[str, bytes]
+    task_path: str = ""
+
+
+@dataclass(frozen=True)
+class Head:
+    """The newest checkpoint of one namespace and the pending writes attached to it."""
+
+    checkpoint_id: str
+    writes: tuple[SavedWrite, ...] = ()
+
+
+@dataclass(frozen=True)
 class Mark:
-    """A thread as it was before a run: its newest checkpoint and the writes attached to it."""
+    """A thread as it was before a run: for each checkpoint namespace (`""` the root graph,
+    `"node:<task id>"` a subgraph, `"a:<id>|b:<id>"` deeper), its `Head`.
+
+    Every namespace counts, not just the root's: a thread paused inside a subgraph has its
+    newest checkpoints in the subgraph's namespace (the root writes none when a subgraph
+    pauses), and a resume writes more there."""
 
     thread_id: str
-    checkpoint_id: str | None
-    writes: frozenset[tuple[str, int]]
+    heads: Mapping[str, Head] = field(default_factory=dict)
+
+    @property
+    def checkpoint_id(self) -> str | None:
+        """The root graph's newest checkpoint (None: the thread had none)."""
+        root = self.heads.get("")
+        return None if root is None else root.checkpoint_id
+
+    def since(self, checkpoint_ns: str) -> str:
+        """Checkpoints of this namespace with a greater id were written after the mark (`""`:
+        a namespace the mark does not know, all of whose checkpoints are newer). Checkpoint
+        ids are UUIDv6, ordered by time as strings."""
+        head = self.heads.get(checkpoint_ns)
+        return "" if head is None else head.checkpoint_id
 
 
 class Rewinder(Protocol):
-    """Puts a thread back as it was at a `Mark` (a rollback cancel)."""
+    """Puts a thread back as it was at a `Mark` (a rollback cancel). The contract, the same for
+    every checkpointer (tests/conformance/test_rewinder.py):
+
+    - `mark` records, for every namespace of the thread, its newest checkpoint id and that
+      checkpoint's pending writes with their values.
+    - `rewind` deletes, in every namespace, the checkpoints and writes newer than
+      `mark.since(ns)` (all of a namespace the mark does not know), and gives each marked
+      checkpoint exactly its marked writes again: a resume adds writes there (the resume
+      value, the writes of steps it finished) and may replace one under the same key (a
+      second `interrupt()` in the same node replaces the first's interrupt write).
+    - Afterwards the thread reads back (state, checkpoints, pending writes) as it did when
+      marked; other threads are untouched; a rewind is one transaction where the store has
+      them.
+    """
 
     async def mark(self, thread_id: str) -> Mark: ...
 
     async def rewind(self, mark: Mark) -> None:
-        """Delete every checkpoint and write of the thread made after `mark`."""
+        """Delete every checkpoint and write of the thread made after `mark`, and restore the
+        marked checkpoints' writes."""

@@ -3,7 +3,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -105,3 +106,102 @@ def test_rollback_of_a_finished_run_changes_nothing(store_client: httpx.Client) 
     assert response.status_code == 202
     assert response.json()["status"] == "completed"
     assert _state(store_client, "rb-3") == before
+
+
+# -- rolling back a resume ----------------------------------------------------------------
+# The resumed run asks the model with the resume value as its prompt: slow for the run that is
+# rolled back (cancelled at its first token), quick for the resume after it.
+SLOW_PROMPT = "[[tokens=300]] [[delay=0.01]] go"
+QUICK_PROMPT = "[[tokens=3]] go"
+
+
+def _thread(client: httpx.Client, thread_id: str) -> dict[str, Any]:
+    response = client.get(f"/threads/{thread_id}")
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+def _wait_thread(
+    client: httpx.Client, thread_id: str, ready: Callable[[dict[str, Any]], bool]
+) -> None:
+    deadline = time.monotonic() + 10
+    while not ready(state := _thread(client, thread_id)):
+        assert time.monotonic() < deadline, f"thread never got there: {state}"
+        time.sleep(0.01)
+
+
+def _roll_back_at_first_token(
+    client: httpx.Client,
+    graph: str,
+    body: dict[str, Any],
+    ready: Callable[[dict[str, Any]], bool] = lambda state: True,
+) -> None:
+    """Start a run, and once it streams tokens and the thread is `ready`, cancel it with
+    rollback; return once its `end` arrived."""
+    run = client.post(f"/graphs/{graph}/runs", json=body)
+    assert run.status_code == 202, run.text
+    with client.stream("GET", run.json()["stream_url"]) as response:
+        events = parse_sse(response.iter_lines())
+        assert any(event.event == "token" for event in events)  # stops at the first
+        _wait_thread(client, body["thread_id"], ready)
+        cancelled = client.post(run.json()["cancel_url"], json={"action": "rollback"})
+        assert cancelled.status_code == 202, cancelled.text
+        rest = list(events)
+    assert rest[-1].event == "end"
+    assert (rest[-1].data["status"], rest[-1].data["reason"]) == ("cancelled", "rollback")
+
+
+def test_rollback_of_a_resume_inside_a_subgraph_leaves_the_subgraph_paused(
+    store_client: httpx.Client,
+) -> None:
+    """Regression: the paused subgraph's checkpoints are newer than the root's newest, and a
+    rollback deleted them with the run's; the next resume ran the subgraph from its start."""
+    client, thread = store_client, "rb-sub"
+    paused = stream_run(client, "paused_subgraph", {"input": {"query": "q"}, "thread_id": thread})
+    assert paused[-1].data["status"] == "paused"
+    before = _thread(client, thread)
+    assert [i["value"]["question"] for i in before["interrupts"]] == ["prompt?"]
+
+    _roll_back_at_first_token(
+        client, "paused_subgraph", {"thread_id": thread, "resume": SLOW_PROMPT}
+    )
+    assert _thread(client, thread) == before
+
+    resumed = stream_run(client, "paused_subgraph", {"thread_id": thread, "resume": QUICK_PROMPT})
+    assert resumed[-1].data["status"] == "completed"
+    started = [e.data["node"] for e in resumed if e.event == "node_start"]
+    assert "prepare" not in started and "write" in started  # on from `ask`, as first resumed
+    values = _thread(client, thread)["values"]
+    assert (values["prepared"], values["prompt"]) == ("prepared: q", QUICK_PROMPT)
+
+
+def test_rollback_of_a_resume_that_asked_again_brings_back_the_first_question(
+    store_client: httpx.Client,
+) -> None:
+    """Regression: the resumed node's second `interrupt()` replaces the first's interrupt write
+    under the same key, and a rollback kept the replaced value: the thread showed "second?"."""
+    client, thread = store_client, "rb-twice"
+    paused = stream_run(client, "ask_twice", {"input": {"query": "q"}, "thread_id": thread})
+    assert paused[-1].data["status"] == "paused"
+    before = _thread(client, thread)
+    ids = {i["value"]: i["id"] for i in before["interrupts"]}
+    assert set(ids) == {"first?", "prompt?"}
+
+    def asked_again(state: dict[str, Any]) -> bool:
+        return "second?" in [i["value"] for i in state["interrupts"]]
+
+    slow = {ids["first?"]: "a", ids["prompt?"]: SLOW_PROMPT}
+    _roll_back_at_first_token(
+        client, "ask_twice", {"thread_id": thread, "resume": slow}, ready=asked_again
+    )
+    assert _thread(client, thread) == before
+
+    quick = {ids["first?"]: "a", ids["prompt?"]: QUICK_PROMPT}
+    resumed = stream_run(client, "ask_twice", {"thread_id": thread, "resume": quick})
+    assert resumed[-1].data["status"] == "paused"
+    state = _thread(client, thread)
+    assert [i["value"] for i in state["interrupts"]] == ["second?"]
+    done = stream_run(client, "ask_twice", {"thread_id": thread, "resume": "b"})
+    assert done[-1].data["status"] == "completed"
+    values = _thread(client, thread)["values"]
+    assert (values["first"], values["second"]) == ("a", "b") and values["answer"]

@@ -131,6 +131,17 @@ def _nested(saver: BaseCheckpointSaver[Any]) -> Graph:
     ).compile(checkpointer=saver)
 
 
+def _paused_in_subgraph(saver: BaseCheckpointSaver[Any], ran: list[str]) -> Graph:
+    """Pauses in `ask` inside the subgraph `sub`, after its `inner` ran (noted in `ran`)."""
+
+    def inner(state: State) -> State:
+        ran.append("inner")
+        return {"items": ["inner"]}
+
+    sub = _chain(("inner", inner), ("ask", _ask("which?"))).compile()
+    return _chain(("sub", sub), ("last", _appends("last"))).compile(checkpointer=saver)
+
+
 def _config(thread_id: str) -> RunnableConfig:
     return {"configurable": {"thread_id": thread_id}}
 
@@ -163,9 +174,9 @@ async def _latest(saver: BaseCheckpointSaver[Any], thread_id: str) -> str | None
 
 
 def _newer(saved: Saved, mark: Mark) -> list[tuple[str, str]]:
-    """The checkpoints written after the mark (LangGraph's checkpoint ids are UUIDv6: ordered
-    by time as strings, whatever the saver)."""
-    return [(ns, cid) for ns, cid, _ in saved if cid > (mark.checkpoint_id or "")]
+    """The checkpoints written after the mark, namespace by namespace (LangGraph's checkpoint
+    ids are UUIDv6: ordered by time as strings, whatever the saver)."""
+    return [(ns, cid) for ns, cid, _ in saved if cid > mark.since(ns)]
 
 
 # -- the suite -------------------------------------------------------------------------------
@@ -174,14 +185,33 @@ def _newer(saved: Saved, mark: Mark) -> list[tuple[str, str]]:
 def test_a_mark_names_the_newest_checkpoint_and_its_writes(with_backend: Run) -> None:
     async def check(backend: Backend) -> None:
         saver, rewinder = backend.saver, backend.rewinder
-        assert await rewinder.mark("new") == Mark("new", None, frozenset())
+        assert await rewinder.mark("new") == Mark("new")
+        assert Mark("new").checkpoint_id is None
         graph = _paused(saver)
         await graph.ainvoke({"items": ["in"]}, _config("t"))
         mark = await rewinder.mark("t")
         latest = await saver.aget_tuple({"configurable": {"thread_id": "t", "checkpoint_ns": ""}})
-        assert latest is not None and mark.thread_id == "t"
+        assert latest is not None and mark.thread_id == "t" and list(mark.heads) == [""]
         assert mark.checkpoint_id == latest.config["configurable"]["checkpoint_id"]
-        assert len(mark.writes) == len(latest.pending_writes or []) == 1  # the interrupt
+        pending = latest.pending_writes or []
+        assert len(pending) == 1  # the interrupt
+        head = mark.heads[""]
+        assert [(w.task_id, w.channel) for w in head.writes] == [(t, c) for t, c, _ in pending]
+        assert [saver.serde.loads_typed(w.value) for w in head.writes] == [v for _, _, v in pending]
+
+
+def test_a_mark_names_the_newest_checkpoint_of_every_namespace(with_backend: Run) -> None:
+    async def check(backend: Backend) -> None:
+        saver, rewinder = backend.saver, backend.rewinder
+        graph = _paused_in_subgraph(saver, [])
+        await graph.ainvoke({"items": ["in"]}, _config("t"))
+        newest: dict[str, str] = {}
+        for ns, cid, _ in await _saved(saver, "t"):
+            newest[ns] = max(cid, newest.get(ns, ""))
+        mark = await rewinder.mark("t")
+        assert {ns.split(":")[0] for ns in mark.heads} == {"", "sub"}
+        assert {ns: head.checkpoint_id for ns, head in mark.heads.items()} == newest
+        assert mark.since("sub:unknown") == ""
 
     with_backend(check)
 
@@ -250,7 +280,7 @@ def test_rewind_after_a_resume_leaves_the_thread_paused_with_the_same_interrupt(
         done = await graph.ainvoke(Command(resume="yes"), _config("t"))
         assert done["items"] == ["in", "first", "answer:yes", "second"]
         marked = [w for ns, cid, w in await _saved(saver, "t") if cid == mark.checkpoint_id]
-        assert len(marked[0]) > len(mark.writes)  # the resume wrote on the marked checkpoint
+        assert len(marked[0]) > len(mark.heads[""].writes)  # the resume wrote on the mark
         await rewinder.rewind(mark)
 
         assert await _state(graph, "t") == before
@@ -359,31 +389,22 @@ def test_a_rewind_is_durable(kind: str, tmp_path: Path) -> None:
     asyncio.run(main())
 
 
-# -- known gaps ------------------------------------------------------------------------------
-# Both rewinders fail these (strict xfail: fixing one makes its test fail until the mark is
-# removed). Both need more in a `Mark` than the root's newest checkpoint id and the keys of its
-# writes: the newest checkpoint of every namespace, and the values of the marked writes.
+# -- a subgraph's pause, a node's second interrupt ------------------------------------------
+# Both need more in a `Mark` than the root's newest checkpoint id and the keys of its writes:
+# the newest checkpoint of every namespace, and the values of the marked writes.
 
 
-@pytest.mark.xfail(
-    reason="A thread paused inside a subgraph: the subgraph's checkpoints are newer than the"
-    " root checkpoint a Mark names (the root writes none when it pauses), so a rewind deletes"
-    " them, and resuming runs the subgraph again from its start",
-    strict=True,
-)
 def test_rewind_keeps_the_checkpoints_of_a_subgraph_paused_before_the_mark(
     with_backend: Run,
 ) -> None:
+    """Regression: the subgraph's checkpoints are newer than the root checkpoint the mark used
+    to name (the root writes none when a subgraph pauses), so a rewind deleted them, and
+    resuming ran the subgraph again from its start."""
+
     async def check(backend: Backend) -> None:
         saver, rewinder = backend.saver, backend.rewinder
         ran: list[str] = []
-
-        def inner(state: State) -> State:
-            ran.append("inner")
-            return {"items": ["inner"]}
-
-        sub = _chain(("inner", inner), ("ask", _ask("which?"))).compile()
-        graph = _chain(("sub", sub), ("last", _appends("last"))).compile(checkpointer=saver)
+        graph = _paused_in_subgraph(saver, ran)
         await graph.ainvoke({"items": ["in"]}, _config("t"))
         saved = await _saved(saver, "t")
         mark = await rewinder.mark("t")
@@ -396,16 +417,40 @@ def test_rewind_keeps_the_checkpoints_of_a_subgraph_paused_before_the_mark(
     with_backend(check)
 
 
-@pytest.mark.xfail(
-    reason="A Mark keeps the keys of the marked checkpoint's writes, not their values: a"
-    " resume that reaches a second interrupt() in the same node replaces the first's"
-    " interrupt write under the same key, so after the rewind the thread shows the second"
-    " question",
-    strict=True,
-)
+def test_rewind_after_resuming_a_subgraph_leaves_it_paused_where_it_was(
+    with_backend: Run,
+) -> None:
+    async def check(backend: Backend) -> None:
+        saver, rewinder = backend.saver, backend.rewinder
+        ran: list[str] = []
+        graph = _paused_in_subgraph(saver, ran)
+        await graph.ainvoke({"items": ["in"]}, _config("t"))
+        before, saved = await _state(graph, "t"), await _saved(saver, "t")
+        mark = await rewinder.mark("t")
+
+        done = await graph.ainvoke(Command(resume="yes"), _config("t"))
+        # The subgraph returns its whole state, "in" included, which the reducer appends.
+        assert done["items"] == ["in", "in", "inner", "answer:yes", "last"]
+        newer = _newer(await _saved(saver, "t"), mark)
+        assert {ns.split(":")[0] for ns, _ in newer} == {"", "sub"}  # both namespaces wrote
+        await rewinder.rewind(mark)
+
+        assert await _state(graph, "t") == before
+        assert await _saved(saver, "t") == saved
+        again = await graph.ainvoke(Command(resume="other"), _config("t"))
+        assert again["items"] == ["in", "in", "inner", "answer:other", "last"]
+        assert ran == ["inner"]
+
+    with_backend(check)
+
+
 def test_rewind_restores_the_first_interrupt_of_a_node_that_asks_twice(
     with_backend: Run,
 ) -> None:
+    """Regression: a mark kept the keys of the marked checkpoint's writes, not their values: a
+    resume that reaches a second interrupt() in the same node replaces the first's interrupt
+    write under the same key, so after the rewind the thread showed the second question."""
+
     async def check(backend: Backend) -> None:
         saver, rewinder = backend.saver, backend.rewinder
 
@@ -423,5 +468,9 @@ def test_rewind_restores_the_first_interrupt_of_a_node_that_asks_twice(
         assert [i.value for i in (await _state(graph, "t"))[3]] == ["first?"]
         assert await _state(graph, "t") == before
         assert await _saved(saver, "t") == saved
+        paused = await graph.ainvoke(Command(resume="b"), _config("t"))
+        assert [i.value for i in paused["__interrupt__"]] == ["second?"]
+        done = await graph.ainvoke(Command(resume="c"), _config("t"))
+        assert done["items"] == ["in", "b", "c"]
 
     with_backend(check)
