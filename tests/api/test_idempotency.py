@@ -142,7 +142,7 @@ def test_a_bad_key_is_422_invalid_idempotency_key(client: httpx.Client) -> None:
     body = {"input": {"query": "x"}}
     for bad in ["", "x" * 256, "has space", "tab\tkey", "naïve"]:
         for path in ("/graphs/chat/runs", "/graphs/chat/stream"):
-            headers = {"Idempotency-Key": bad.encode()}
+            headers = {b"Idempotency-Key": bad.encode()}
             response = client.post(path, json=body, headers=headers)
             assert response.status_code == 422, (bad, response.text)
             assert response.json()["error"]["code"] == "invalid_idempotency_key"
