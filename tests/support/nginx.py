@@ -7,7 +7,6 @@ loudly without it, never skips.
 
 from __future__ import annotations
 
-import re
 import shutil
 import socket
 import subprocess
@@ -17,18 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.fake_openai import free_port
-from tests.support.live import ROOT
-
-
-def readme_block(section: str, language: str) -> str:
-    """The first ```language block of the README section titled `section`, as documented."""
-    readme = (ROOT / "README.md").read_text()
-    start = readme.index(f"\n## {section}\n")
-    end = readme.find("\n## ", start + 1)
-    body = readme[start : end if end >= 0 else len(readme)]
-    match = re.search(rf"```{language}\n(.*?)```", body, re.DOTALL)
-    assert match, f"README section {section!r} has no {language} block"
-    return match.group(1)
+from tests.support.readme import readme_block
 
 
 def nginx_binary() -> str:
