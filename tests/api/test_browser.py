@@ -80,7 +80,7 @@ def test_onerror_fires_for_the_error_event_so_closing_there_misses_end(
     page: Page, client: httpx.Client
 ) -> None:
     url = _failing_run(client)
-    result: dict[str, Any] = page.evaluate(
+    result: list[str] = page.evaluate(
         """(url) => new Promise((resolve) => {
             const source = new EventSource(url);
             const seen = [];
