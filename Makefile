@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install run test check lint types bench bench-quick clean
+.PHONY: install test-system-deps run test check lint types bench bench-quick clean
 
 $(UV):
 	$(PYTHON) -m venv .uv
@@ -22,7 +22,21 @@ install: $(VENV)/.installed
 run: install
 	$(PY) -m uvicorn app.main:app --host $(HOST) --port $(PORT)
 
-test: install
+# Debian packages some tests drive for real: nginx (tests/api/test_forwarded.py) and Chromium
+# (tests/api/test_browser.py). Installed only when missing; the tests fail loudly without them.
+TEST_SYSTEM_PACKAGES := nginx chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || command -v sudo)
+
+test-system-deps:
+	@missing=""; for pkg in $(TEST_SYSTEM_PACKAGES); do \
+	  PATH="$$PATH:/usr/sbin" command -v $$pkg >/dev/null || missing="$$missing $$pkg"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing$$missing (Debian packages, for the proxy and browser tests)"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+test: install test-system-deps
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: install

@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from app.body_limit import BodyLimitMiddleware
+from app.forwarded import ForwardedMiddleware
 from app.lifespan import lifespan
 from app.protocols import native
 from app.settings import Settings, SettingsError
@@ -30,6 +31,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             expose_headers=["Retry-After"],
         )
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(ForwardedMiddleware, trusted=settings.forwarded_allow_ips)
     return app
 
 

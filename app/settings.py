@@ -13,6 +13,8 @@ from typing import Annotated
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from app.forwarded import parse_trusted
+
 
 class SettingsError(RuntimeError):
     """A setting has a value the service cannot start with; the message names it."""
@@ -50,6 +52,9 @@ class Settings(BaseSettings):
     shutdown_grace_s: Annotated[float, Field(ge=0)] = 8.0
 
     cors_origins: str = ""
+    # Proxies whose X-Forwarded-Proto/-Host/-Prefix are trusted (app/forwarded.py); uvicorn
+    # reads the same variable from the environment for X-Forwarded-Proto/-For.
+    forwarded_allow_ips: str = "127.0.0.1"
     log_level: str = "INFO"
 
     @field_validator("database_url")
@@ -58,6 +63,12 @@ class Settings(BaseSettings):
         if value == "memory://" or value.startswith("sqlite:///"):
             return value
         raise ValueError("must be sqlite:///PATH or memory:// (Postgres support is not built yet)")
+
+    @field_validator("forwarded_allow_ips")
+    @classmethod
+    def _known_proxies(cls, value: str) -> str:
+        parse_trusted(value)
+        return value
 
     @field_validator("log_level")
     @classmethod

@@ -2,10 +2,12 @@
 
     EngineError                  internal_error
     ├── NotFound                 graph_not_found / run_not_found / thread_not_found
-    ├── InvalidInput             invalid_input (the message names the field)
+    ├── InvalidInput             invalid_input (the message names the field),
+    │                            invalid_idempotency_key
     ├── LimitTooHigh             limit_too_high
     ├── Unsupported              unsupported_action
-    ├── Conflict                 thread_busy / thread_graph_mismatch / thread_not_paused
+    ├── Conflict                 thread_busy / thread_graph_mismatch / thread_not_paused /
+    │                            idempotency_mismatch
     ├── TooManyRuns              too_many_runs (`retry_after_s`)
     ├── ShuttingDown             shutting_down (`retry_after_s`)
     └── NotOpen                  engine_not_open (a run started before the engine was entered)
@@ -57,7 +59,8 @@ class Unsupported(EngineError):
 class Conflict(EngineError):
     """The thread's state forbids this run: one is in progress on it (`thread_busy`), it belongs
     to another graph (`thread_graph_mismatch`), or `resume` was sent to a thread that is not
-    paused (`thread_not_paused`)."""
+    paused (`thread_not_paused`); or an idempotency key was used for another request
+    (`idempotency_mismatch`)."""
 
     code = "thread_busy"
 

@@ -26,6 +26,9 @@ Design record
 - Rollback: a `Mark` of the thread is taken before the run starts. A rollback cancel holds the
   `end` back until the thread is restored (the run stays STOPPING), so a client that sees `end`
   sees the old state.
+- Idempotency keys (app/engine/idempotency.py): `start_or_attach` looks the key up first, so a
+  retry finds its run even while that run holds its thread; starts with one key take turns on
+  a lock of that key, so two at once make one run.
 - Shutdown (`drain`): new runs are refused at once, running ones get the grace period to end on
   their own, then are cancelled with reason `shutdown`; each one's `end` reaches its streams.
 """
@@ -36,6 +39,7 @@ import asyncio
 import logging
 import uuid
 from collections import OrderedDict
+from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any
 
@@ -53,6 +57,7 @@ from app.engine.errors import (
     Unsupported,
 )
 from app.engine.executor import execute
+from app.engine.idempotency import KEY_TTL_S, IdempotencyKey, KeyBinding
 from app.engine.limits import RunGuard
 from app.engine.mapping import EventMapper
 from app.engine.persist import Persister
@@ -87,6 +92,7 @@ class RunManager:
         self._active: dict[str, Run] = {}
         self._threads: dict[str, str] = {}
         self._finished: OrderedDict[str, Run] = OrderedDict()
+        self._key_locks: dict[tuple[str, str], _KeyLock] = {}
         self._background: set[asyncio.Task[Any]] = set()
         self._open = False
         self._closing = False
@@ -159,6 +165,43 @@ class RunManager:
 
     # -- start -----------------------------------------------------------------------------
 
+    async def start_or_attach(self, graph: GraphEntry, request: RunRequest) -> tuple[Run, bool]:
+        """Start a run, or (same idempotency key) return the run that key created: `(run,
+        True)` if this call started it. The same key with another fingerprint is `409
+        idempotency_mismatch`."""
+        key = request.idempotency
+        if key is None:
+            return await self.start(graph, request), True
+        slot = (key.tenant, key.key)
+        turn = self._key_locks.setdefault(slot, _KeyLock())
+        turn.users += 1
+        try:
+            async with turn.lock:
+                existing = await self._keyed_run(key)
+                if existing is not None:
+                    return existing, False
+                return await self.start(graph, request), True
+        finally:
+            turn.users -= 1
+            if turn.users == 0:
+                del self._key_locks[slot]
+
+    async def _keyed_run(self, key: IdempotencyKey) -> Run | None:
+        since = _iso(datetime.now(UTC) - timedelta(seconds=KEY_TTL_S))
+        binding = await self._store.find_key(key.tenant, key.key, since)
+        if binding is None:
+            return None
+        if binding.fingerprint != key.fingerprint:
+            raise Conflict(
+                f"Idempotency-Key {key.key!r} was used for a different request"
+                f" (run {binding.run_id}); use a new key for a new request",
+                code="idempotency_mismatch",
+            )
+        try:
+            return await self.get(binding.run_id)
+        except NotFound:
+            return None  # its run is gone (retention): the key starts a new one
+
     async def start(self, graph: GraphEntry, request: RunRequest) -> Run:
         self._check_capacity()
         thread_id = request.thread_id or str(uuid.uuid4())
@@ -202,6 +245,11 @@ class RunManager:
         self._active[run_id] = run
         self._threads[thread_id] = run_id
         try:
+            if request.idempotency is not None:
+                key = request.idempotency
+                await self._store.bind_key(
+                    KeyBinding(key.tenant, key.key, key.fingerprint, run_id, record.created_at)
+                )
             await self._store.save_record(record)
         except BaseException:
             del self._active[run_id]
@@ -357,6 +405,18 @@ class RunManager:
         await asyncio.gather(
             *(self.cancel(run_id, "shutdown") for run_id in runs), return_exceptions=True
         )
+
+
+class _KeyLock:
+    """The turn of starts with one key, dropped when no start holds or awaits it."""
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.users = 0
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat(timespec="milliseconds")
 
 
 def _abandoned_task_ended(run_id: str, task: asyncio.Task[None]) -> None:

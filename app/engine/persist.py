@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
+from app.engine.idempotency import KEY_TTL_S
 from app.engine.ports import RunStore
 
 if TYPE_CHECKING:
@@ -103,3 +104,5 @@ class Persister:
         removed = await self._store.purge(cutoff.isoformat(timespec="milliseconds"))
         if removed:
             log.info("retention: forgot %d runs that ended before %s", removed, cutoff)
+        keys_cutoff = datetime.now(UTC) - timedelta(seconds=KEY_TTL_S)
+        await self._store.purge_keys(keys_cutoff.isoformat(timespec="milliseconds"))

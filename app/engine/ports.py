@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from app.engine.codec import LogEvent
+from app.engine.idempotency import KeyBinding
 from app.engine.record import RunRecord
 
 
@@ -79,6 +80,15 @@ class RunStore(Protocol):
 
     async def purge(self, ended_before: str) -> int:
         """Forget runs that ended before this ISO time; return how many."""
+
+    async def bind_key(self, binding: KeyBinding) -> None:
+        """Bind `(binding.tenant, binding.key)` to its run, replacing an older binding."""
+
+    async def find_key(self, tenant: str, key: str, since: str) -> KeyBinding | None:
+        """The binding of `(tenant, key)` if it was created at or after this ISO time."""
+
+    async def purge_keys(self, created_before: str) -> int:
+        """Forget key bindings created before this ISO time; return how many."""
 
     async def close(self) -> None: ...
 

@@ -27,6 +27,7 @@ from langchain_core.runnables import RunnableConfig
 from app.engine import events
 from app.engine.codec import LogEvent
 from app.engine.failures import classify
+from app.engine.idempotency import IdempotencyKey
 from app.engine.limits import RunGuard
 from app.engine.mapping import EventMapper
 from app.engine.ports import EventLog, EventLogReader, Mark
@@ -48,6 +49,7 @@ class RunRequest:
     max_tokens: int | None = None
     timeout_s: float | None = None
     recursion_limit: int | None = None
+    idempotency: IdempotencyKey | None = None
 
     @property
     def resuming(self) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from app.engine.codec import LogEvent
+from app.engine.idempotency import KeyBinding
 from app.engine.record import RunRecord, RunStatus
 
 
@@ -12,6 +13,7 @@ class MemoryRunStore:
     def __init__(self) -> None:
         self._records: dict[str, dict[str, object]] = {}
         self._events: dict[str, dict[int, LogEvent]] = {}
+        self._keys: dict[tuple[str, str], KeyBinding] = {}
 
     async def save_record(self, record: RunRecord) -> None:
         # A copy, as a database would hold: later changes to the live record are not stored.
@@ -62,6 +64,20 @@ class MemoryRunStore:
             self._events.pop(run_id, None)
         return len(old)
 
+    async def bind_key(self, binding: KeyBinding) -> None:
+        self._keys[(binding.tenant, binding.key)] = binding
+
+    async def find_key(self, tenant: str, key: str, since: str) -> KeyBinding | None:
+        binding = self._keys.get((tenant, key))
+        return binding if binding is not None and binding.created_at >= since else None
+
+    async def purge_keys(self, created_before: str) -> int:
+        old = [k for k, b in self._keys.items() if b.created_at < created_before]
+        for k in old:
+            del self._keys[k]
+        return len(old)
+
     async def close(self) -> None:
         self._records.clear()
         self._events.clear()
+        self._keys.clear()

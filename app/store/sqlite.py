@@ -29,6 +29,7 @@ import orjson
 
 from app.engine import codec
 from app.engine.codec import LogEvent
+from app.engine.idempotency import KeyBinding
 from app.engine.record import RunRecord, RunStatus
 
 if TYPE_CHECKING:
@@ -115,6 +116,18 @@ MIGRATIONS: list[Migration] = [
     """,
     # 2 -> 3
     _payload_chunks,
+    # 3 -> 4: idempotency keys, per tenant, each bound to the run it created.
+    """
+    CREATE TABLE svc_idempotency_keys (
+        tenant      TEXT NOT NULL,
+        key         TEXT NOT NULL,
+        fingerprint TEXT NOT NULL,
+        run_id      TEXT NOT NULL,
+        created_at  TEXT NOT NULL,
+        PRIMARY KEY (tenant, key)
+    ) WITHOUT ROWID;
+    CREATE INDEX svc_idempotency_keys_by_age ON svc_idempotency_keys (created_at);
+    """,
 ]
 
 
@@ -310,6 +323,43 @@ class SqliteRunStore:
             )
             cursor = await self._conn.execute(
                 "DELETE FROM svc_runs WHERE ended_at IS NOT NULL AND ended_at < ?", (ended_before,)
+            )
+            await self._conn.commit()
+            return cursor.rowcount
+
+    async def bind_key(self, binding: KeyBinding) -> None:
+        async with self._lock:
+            await self._conn.execute(
+                "INSERT OR REPLACE INTO svc_idempotency_keys"
+                " (tenant, key, fingerprint, run_id, created_at) VALUES (?, ?, ?, ?, ?)",
+                (
+                    binding.tenant,
+                    binding.key,
+                    binding.fingerprint,
+                    binding.run_id,
+                    binding.created_at,
+                ),
+            )
+            await self._conn.commit()
+
+    async def find_key(self, tenant: str, key: str, since: str) -> KeyBinding | None:
+        async with (
+            self._lock,
+            self._conn.execute(
+                "SELECT fingerprint, run_id, created_at FROM svc_idempotency_keys"
+                " WHERE tenant = ? AND key = ? AND created_at >= ?",
+                (tenant, key, since),
+            ) as cursor,
+        ):
+            row = await cursor.fetchone()
+        if row is None:
+            return None
+        return KeyBinding(tenant, key, str(row[0]), str(row[1]), str(row[2]))
+
+    async def purge_keys(self, created_before: str) -> int:
+        async with self._lock:
+            cursor = await self._conn.execute(
+                "DELETE FROM svc_idempotency_keys WHERE created_at < ?", (created_before,)
             )
             await self._conn.commit()
             return cursor.rowcount

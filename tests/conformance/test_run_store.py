@@ -13,6 +13,7 @@ import pytest
 
 from app.engine import recovery
 from app.engine.codec import LogEvent
+from app.engine.idempotency import KeyBinding
 from app.engine.ports import RunStore
 from app.engine.record import RunRecord, RunStatus
 from app.store.memory import MemoryRunStore
@@ -205,6 +206,66 @@ def test_purge_forgets_only_runs_that_ended_before_the_cutoff(with_store: Run[An
         assert await store.load_record("running") is not None
 
     with_store(check)
+
+
+def _binding(key: str, run_id: str, at: str, tenant: str = "default") -> KeyBinding:
+    return KeyBinding(tenant, key, f"fp-{run_id}", run_id, at)
+
+
+def test_a_bound_key_is_found_from_its_creation_on(with_store: Run[Any]) -> None:
+    async def check(store: RunStore) -> None:
+        at = "2030-01-02T00:00:00.000+00:00"
+        await store.bind_key(_binding("k1", "r1", at))
+        assert await store.find_key("default", "k1", at) == _binding("k1", "r1", at)
+        assert await store.find_key("default", "k1", "2030-01-01T00:00:00.000+00:00") is not None
+        # created before `since`: expired
+        assert await store.find_key("default", "k1", "2030-01-02T00:00:00.001+00:00") is None
+        assert await store.find_key("default", "other", at) is None
+
+    with_store(check)
+
+
+def test_keys_are_per_tenant_and_a_rebinding_replaces_the_old_one(with_store: Run[Any]) -> None:
+    async def check(store: RunStore) -> None:
+        at, later = "2030-01-02T00:00:00.000+00:00", "2030-01-03T00:00:00.000+00:00"
+        await store.bind_key(_binding("k", "r-a", at, tenant="a"))
+        await store.bind_key(_binding("k", "r-b", at, tenant="b"))
+        found_a = await store.find_key("a", "k", at)
+        found_b = await store.find_key("b", "k", at)
+        assert found_a is not None and found_a.run_id == "r-a"
+        assert found_b is not None and found_b.run_id == "r-b"
+        await store.bind_key(_binding("k", "r-a2", later, tenant="a"))
+        found = await store.find_key("a", "k", at)
+        assert found == _binding("k", "r-a2", later, tenant="a")
+
+    with_store(check)
+
+
+def test_purge_keys_forgets_only_bindings_created_before_the_cutoff(with_store: Run[Any]) -> None:
+    async def check(store: RunStore) -> None:
+        since = "2000-01-01T00:00:00.000+00:00"
+        await store.bind_key(_binding("old", "r1", "2030-01-01T00:00:00.000+00:00"))
+        await store.bind_key(_binding("new", "r2", "2030-01-03T00:00:00.000+00:00"))
+        assert await store.purge_keys("2030-01-02T00:00:00.000+00:00") == 1
+        assert await store.find_key("default", "old", since) is None
+        assert await store.find_key("default", "new", since) is not None
+
+    with_store(check)
+
+
+def test_sqlite_store_keeps_key_bindings_across_reopening(tmp_path: Path) -> None:
+    async def main() -> None:
+        at = "2030-01-02T00:00:00.000+00:00"
+        store = await SqliteRunStore.open(tmp_path / "runs.db")
+        await store.bind_key(_binding("k1", "r1", at))
+        await store.close()
+        reopened = await SqliteRunStore.open(tmp_path / "runs.db")
+        try:
+            assert await reopened.find_key("default", "k1", at) == _binding("k1", "r1", at)
+        finally:
+            await reopened.close()
+
+    asyncio.run(main())
 
 
 def test_sqlite_store_survives_reopening_and_migrates_once(tmp_path: Path) -> None:

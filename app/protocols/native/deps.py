@@ -10,6 +10,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from app.engine.idempotency import DEFAULT_TENANT
 from app.engine.manager import RunManager
 from app.engine.registry import GraphRegistry
 from app.settings import Settings
@@ -32,7 +33,13 @@ async def _fanout(request: Request) -> FanOut:
     return request.app.state.fanout  # type: ignore[no-any-return]
 
 
+async def _tenant(request: Request) -> str:
+    """Whose request this is. One tenant until auth names them (API.md: each key a tenant)."""
+    return DEFAULT_TENANT
+
+
 SettingsDep = Annotated[Settings, Depends(_settings)]
 RegistryDep = Annotated[GraphRegistry, Depends(_registry)]
 ManagerDep = Annotated[RunManager, Depends(_manager)]
 FanOutDep = Annotated[FanOut, Depends(_fanout)]
+TenantDep = Annotated[str, Depends(_tenant)]

@@ -6,8 +6,8 @@ and anything unexpected get the same body; no traceback ever reaches a client.
 
     400 malformed_json          413 body_too_large          429 too_many_runs (Retry-After)
     404 graph_not_found / run_not_found / thread_not_found / not_found
-    409 thread_busy / thread_graph_mismatch / thread_not_paused
-    422 invalid_input / limit_too_high / unsupported_action
+    409 thread_busy / thread_graph_mismatch / thread_not_paused / idempotency_mismatch
+    422 invalid_input / limit_too_high / unsupported_action / invalid_idempotency_key
     503 shutting_down (Retry-After), store_unavailable      500 internal_error
 """
 

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Header, Query, Request, Response
 
 from app.engine.errors import InvalidInput
+from app.engine.idempotency import IdempotencyKey, check_key, fingerprint
 from app.engine.manager import RunManager
 from app.engine.registry import GraphRegistry
 from app.engine.run import Run
-from app.protocols.native.deps import FanOutDep, ManagerDep, RegistryDep, SettingsDep
+from app.protocols.native.deps import (
+    FanOutDep,
+    ManagerDep,
+    RegistryDep,
+    SettingsDep,
+    TenantDep,
+)
 from app.protocols.native.encoder import HEADERS, NativeEncoder
 from app.protocols.native.schemas import (
     CancelBody,
@@ -28,16 +36,39 @@ router = APIRouter()
 ENCODER = NativeEncoder()
 
 
+IdempotencyKeyHeader = Annotated[str | None, Header(alias="Idempotency-Key")]
+
+
 async def _start(
-    graph: str, body: RunBody, registry: GraphRegistry, manager: RunManager, settings: Settings
-) -> tuple[Run, Selection]:
+    graph: str,
+    body: RunBody,
+    registry: GraphRegistry,
+    manager: RunManager,
+    settings: Settings,
+    key: IdempotencyKey | None,
+) -> tuple[Run, bool, Selection]:
+    """The run this request starts, or the one its idempotency key already started (then
+    `False`), and what this client receives."""
     entry = registry.require(graph)
     if body.input is not None:
         entry.validate_input(body.input)
     if "resume" in body.model_fields_set:
         entry.validate_resume(body.resume)
     chosen = selection(body.stream, entry)
-    return await manager.start(entry, run_request(body, settings)), chosen
+    request = replace(run_request(body, settings), idempotency=key)
+    run, created = await manager.start_or_attach(entry, request)
+    return run, created, chosen
+
+
+def _key(value: str | None, tenant: str, graph: str, body: RunBody) -> IdempotencyKey | None:
+    """The request's idempotency key; its fingerprint is the graph and the whole body with its
+    defaults, so `{"input": x}` and `{"input": x, "on_disconnect": "cancel"}` are one request,
+    whichever of the two endpoints it was sent to."""
+    if value is None:
+        return None
+    return IdempotencyKey(
+        tenant, check_key(value), fingerprint(graph, body.model_dump(mode="json"))
+    )
 
 
 def _links(request: Request, run: Run) -> dict[str, str]:
@@ -77,14 +108,23 @@ async def stream_new_run(
     manager: ManagerDep,
     settings: SettingsDep,
     fanout: FanOutDep,
-) -> StreamResponse:
-    run, chosen = await _start(graph, body, registry, manager, settings)
+    tenant: TenantDep,
+    idempotency_key: IdempotencyKeyHeader = None,
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
+) -> StreamResponse | Response:
+    key = _key(idempotency_key, tenant, graph, body)
+    cursor = _cursor(last_event_id) if key is not None else 0
+    run, created, chosen = await _start(graph, body, registry, manager, settings, key)
+    if created:
+        cursor = 0  # a new run: nothing was sent before, whatever the client says
+    elif run.reader.closed and cursor >= run.reader.last_id:
+        return Response(status_code=204)
 
     def on_close() -> None:
         if body.on_disconnect == "cancel":
             manager.cancel_soon(run, "client_disconnected")
 
-    return _response(fanout, run, 0, chosen, settings, body.max_rate, on_close)
+    return _response(fanout, run, cursor, chosen, settings, body.max_rate, on_close)
 
 
 @router.post("/graphs/{graph}/runs", status_code=202)
@@ -95,8 +135,11 @@ async def start_background_run(
     registry: RegistryDep,
     manager: ManagerDep,
     settings: SettingsDep,
+    tenant: TenantDep,
+    idempotency_key: IdempotencyKeyHeader = None,
 ) -> dict[str, Any]:
-    run, _ = await _start(graph, body, registry, manager, settings)
+    key = _key(idempotency_key, tenant, graph, body)
+    run, _, _ = await _start(graph, body, registry, manager, settings, key)
     return {
         "run_id": run.run_id,
         "thread_id": run.record.thread_id,
