@@ -20,7 +20,7 @@ $(VENV)/.installed: $(UV) uv.lock pyproject.toml
 install: $(VENV)/.installed
 
 run: install
-	$(PY) -m uvicorn app.main:app --host $(HOST) --port $(PORT)
+	PYTHONMALLOC=malloc $(PY) -m uvicorn app.main:app --host $(HOST) --port $(PORT)
 
 # Debian packages some tests drive for real: nginx (tests/api/test_forwarded.py) and Chromium
 # (tests/api/test_browser.py). Installed only when missing; the tests fail loudly without them.

@@ -19,6 +19,7 @@ from app.engine.config import EngineConfig
 from app.engine.manager import RunManager
 from app.engine.registry import GraphRegistry
 from app.gc_tuning import tune_gc
+from app.memory_trim import MemoryTrimmer
 from app.settings import Settings
 from app.shutdown import GracefulShutdown
 from app.streaming.subscriber import FanOut
@@ -33,7 +34,8 @@ def engine_config(settings: Settings) -> EngineConfig:
         max_tokens_per_run=settings.max_tokens_per_run,
         run_timeout_s=settings.run_timeout_s,
         cancel_confirm_s=settings.cancel_confirm_s,
-        finished_runs_cached=settings.finished_runs_cached,
+        finished_runs_cache_bytes=int(settings.finished_runs_cache_mb * 1024 * 1024),
+        finished_runs_cache_s=settings.finished_runs_cache_s,
         event_flush_s=settings.event_flush_s,
         run_retention_s=settings.run_retention_s,
     )
@@ -81,9 +83,16 @@ def lifespan(settings: Settings) -> Any:
                     _log_startup(settings, registry, manager, app.state.model_info)
                     graceful = GracefulShutdown(settings.shutdown_grace_s, manager.drain)
                     graceful.install()
+                    trimmer = MemoryTrimmer(
+                        lambda: manager.active_count, manager.sweep, settings.memory_trim_s
+                    )
+                    app.state.trimmer = trimmer
+                    trimming = asyncio.create_task(trimmer.run(), name="memory-trim")
                     try:
                         yield
                     finally:
+                        trimming.cancel()
+                        await asyncio.wait({trimming})
                         graceful.uninstall()
         finally:
             executor.shutdown(wait=False, cancel_futures=True)

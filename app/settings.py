@@ -46,7 +46,9 @@ class Settings(BaseSettings):
     send_timeout_s: Annotated[float, Field(gt=0)] = 30.0
     ping_interval_s: Annotated[float, Field(gt=0)] = 15.0
     cancel_confirm_s: Annotated[float, Field(gt=0)] = 2.0
-    finished_runs_cached: Annotated[int, Field(ge=1)] = 256
+    finished_runs_cache_mb: Annotated[float, Field(ge=0)] = 64.0
+    finished_runs_cache_s: Annotated[float, Field(ge=0)] = 10.0
+    memory_trim_s: Annotated[float, Field(gt=0)] = 5.0
     run_retention_s: Annotated[float, Field(gt=0)] = 7 * 24 * 3600.0
     event_flush_s: Annotated[float, Field(gt=0, le=60)] = 0.5
     shutdown_grace_s: Annotated[float, Field(ge=0)] = 8.0

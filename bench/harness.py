@@ -177,6 +177,7 @@ def service(upstream: Upstream | None, **settings: str) -> Process:
         "LOG_LEVEL": "WARNING",
         "MAX_CONCURRENT_RUNS": "5000",
         "OFFLINE_TOKEN_DELAY_S": "0",
+        "PYTHONMALLOC": "malloc",  # as `make run` serves it (app/memory_trim.py)
     }
     env = _base_env(**{**defaults, **model, **settings})
     return Process("service", _uvicorn("app.main:app", port), port, env)

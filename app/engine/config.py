@@ -12,6 +12,7 @@ class EngineConfig:
     max_tokens_per_run: int = 32768
     run_timeout_s: float = 300.0
     cancel_confirm_s: float = 2.0
-    finished_runs_cached: int = 256
+    finished_runs_cache_bytes: int = 64 * 1024 * 1024
+    finished_runs_cache_s: float = 10.0
     event_flush_s: float = 0.5
     run_retention_s: float = 7 * 24 * 3600.0

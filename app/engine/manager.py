@@ -21,8 +21,10 @@ Design record
 - A cancel reaches the run's owner through the `CancelBroker`; a run this process owns is
   stopped here directly.
 - Every run is stored (the `RunStore`, written by app/engine/persist.py): its record when it
-  starts and ends, its events in batches. Finished runs stay in memory only in a small cache
-  (FINISHED_RUNS_CACHED); older ones are read back from the store on demand.
+  starts and ends, its events in batches. Finished runs stay in memory only in a cache bounded
+  by the bytes of their events (FINISHED_RUNS_CACHE_MB; a count would let a few long runs take
+  any amount) and by time (FINISHED_RUNS_CACHE_S: what a burst left behind is let go, so its
+  memory can be given back); others are read back from the store on demand.
 - Rollback: a `Mark` of the thread is taken before the run starts. A rollback cancel holds the
   `end` back until the thread is restored (the run stays STOPPING), so a client that sees `end`
   sees the old state.
@@ -37,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from collections import OrderedDict
 from datetime import UTC, datetime, timedelta
@@ -91,7 +94,9 @@ class RunManager:
         self.worker_id = uuid.uuid4().hex
         self._active: dict[str, Run] = {}
         self._threads: dict[str, str] = {}
-        self._finished: OrderedDict[str, Run] = OrderedDict()
+        self._finished: OrderedDict[str, tuple[Run, float]] = OrderedDict()
+        self._finished_bytes = 0
+        self.released = 0  # runs that have left memory (ended, then out of the cache)
         self._key_locks: dict[tuple[str, str], _KeyLock] = {}
         self._background: set[asyncio.Task[Any]] = set()
         self._open = False
@@ -128,7 +133,7 @@ class RunManager:
 
     async def record(self, run_id: str) -> RunRecord:
         """The run's record; a run no longer in memory is read from the store (not its events)."""
-        run = self._active.get(run_id) or self._finished.get(run_id)
+        run = self._active.get(run_id) or self._cached(run_id)
         if run is not None:
             return run.record
         record = await self._store.load_record(run_id)
@@ -138,17 +143,21 @@ class RunManager:
 
     async def get(self, run_id: str) -> Run:
         """The run with its event log (read back from the store if it is no longer in memory)."""
-        run = self._active.get(run_id) or self._finished.get(run_id)
+        run = self._active.get(run_id) or self._cached(run_id)
         if run is not None:
             return run
         record = await self._store.load_record(run_id)
         if record is None:
             raise NotFound(f"no run with id {run_id!r}", code="run_not_found")
-        run = self._active.get(run_id) or self._finished.get(run_id)
+        run = self._active.get(run_id) or self._cached(run_id)
         if run is None:  # still not loaded by someone else while we awaited
             run = Run.stored(record, await self._store.load_events(run_id))
             self._remember(run)
         return run
+
+    def _cached(self, run_id: str) -> Run | None:
+        entry = self._finished.get(run_id)
+        return entry[0] if entry is not None else None
 
     def active_run_on(self, thread_id: str) -> str | None:
         return self._threads.get(thread_id)
@@ -306,10 +315,31 @@ class RunManager:
         )
 
     def _remember(self, run: Run) -> None:
-        self._finished[run.run_id] = run
-        self._finished.move_to_end(run.run_id)
-        while len(self._finished) > self._config.finished_runs_cached:
-            self._finished.popitem(last=False)
+        run.mark = None  # an ended run is never rewound; a mark can hold whole state values
+        if run.run_id in self._finished:
+            return
+        self._finished[run.run_id] = (run, time.monotonic())
+        self._finished_bytes += run.size()
+        while self._finished_bytes > self._config.finished_runs_cache_bytes and self._finished:
+            self._forget_oldest()
+
+    def _forget_oldest(self) -> None:
+        _, (oldest, _) = self._finished.popitem(last=False)
+        self._finished_bytes -= oldest.size()
+        self.released += 1
+
+    def sweep(self) -> int:
+        """Let go of the finished runs cached for longer than FINISHED_RUNS_CACHE_S; return how
+        many runs have left memory so far (`released`)."""
+        horizon = time.monotonic() - self._config.finished_runs_cache_s
+        while self._finished and next(iter(self._finished.values()))[1] <= horizon:
+            self._forget_oldest()
+        return self.released
+
+    @property
+    def finished_cache_bytes(self) -> int:
+        """The bytes of events held by the finished runs kept in memory."""
+        return self._finished_bytes
 
     async def wait(self, run_id: str) -> RunRecord:
         """The run's record once it has ended."""

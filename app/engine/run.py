@@ -131,6 +131,9 @@ class StoredLog:
         return None
 
 
+EVENT_OVERHEAD = 56 + 33 + 8  # a LogEvent, an empty bytes object, a list slot (CPython 3.11)
+
+
 class Run:
     """A run in progress or recently finished: its record, event log, task and phase."""
 
@@ -154,6 +157,7 @@ class Run:
         self.rolling_back = False
         self.stopping: asyncio.Task[None] | None = None
         self.persisted = 0  # the last event id written to the store
+        self._size: int | None = None
 
     @classmethod
     def stored(cls, record: RunRecord, items: Sequence[LogEvent]) -> Run:
@@ -176,6 +180,14 @@ class Run:
     def log(self) -> EventLog:
         assert self._log is not None, "a stored run has no writable log"
         return self._log
+
+    def size(self) -> int:
+        """The bytes its events hold in memory: payloads plus each event's own objects (the
+        event, its bytes object, its slot in the log). Computed once, when it has ended."""
+        if self._size is None:
+            items = self.reader.after(0, self.reader.last_id)
+            self._size = sum(len(e.payload) for e in items) + EVENT_OVERHEAD * len(items)
+        return self._size
 
     def append(self, event_type: str, data: Any) -> LogEvent:
         return self.log.append(event_type, data)

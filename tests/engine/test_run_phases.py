@@ -433,8 +433,8 @@ def test_a_task_that_ignores_cancel_is_abandoned_after_cancel_confirm_s(
     caplog.set_level(logging.INFO, logger="app.engine")
 
     async def scenario() -> None:
-        # One finished run cached: the next run's end drops the abandoned one from memory.
-        async with engine(finished_runs_cached=1) as e:
+        # No finished run cached: the abandoned one is dropped from memory at its end.
+        async with engine(finished_runs_cache_bytes=0) as e:
             real = e.graphs["two_steps"]
             stream = SwallowsCancel(real.compiled)
             graph = dataclasses.replace(

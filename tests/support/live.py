@@ -48,6 +48,7 @@ class LiveServer:
             "OFFLINE_TOKEN_DELAY_S": "0.005",
             "LOG_LEVEL": "INFO",
             "SHUTDOWN_GRACE_S": "2",
+            "PYTHONMALLOC": "malloc",  # as `make run` serves it (app/memory_trim.py)
             **(env or {}),
         }
         self.proc: subprocess.Popen[bytes] | None = None
