@@ -79,10 +79,15 @@ def lifespan(settings: Settings) -> Any:
                     app.state.llm = llm
                     app.state.model_info = describe_model(llm)
                     _log_startup(settings, registry, manager, app.state.model_info)
-                    graceful = GracefulShutdown(settings.shutdown_grace_s, manager.drain)
+                    graceful = GracefulShutdown(
+                        settings.shutdown_grace_s, manager.drain, app.state.fanout.stop_pacing
+                    )
                     graceful.install()
                     try:
                         yield
+                        # uvicorn gets here as soon as no connection is open, which may be at
+                        # once: the runs still get their grace (app/shutdown.py).
+                        await graceful.drained()
                     finally:
                         graceful.uninstall()
         finally:

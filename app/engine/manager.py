@@ -330,13 +330,22 @@ class RunManager:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def drain(self, grace_s: float) -> None:
-        """SIGTERM: refuse new runs; let running ones end within `grace_s`, then cancel them."""
+    async def drain(self, grace_s: float, hurry: asyncio.Event | None = None) -> None:
+        """SIGTERM: refuse new runs; let running ones end within `grace_s` (or until `hurry` is
+        set), then cancel the rest; return once every run has its `end`."""
         self._closing = True
         runs = [run.task for run in self._active.values() if run.task is not None]
         if runs:
             log.info("shutdown: %d runs in progress get %.1fs to end", len(runs), grace_s)
-            await asyncio.wait(runs, timeout=grace_s)
+            all_ended = asyncio.ensure_future(asyncio.wait(runs))
+            hurried = asyncio.ensure_future((hurry or asyncio.Event()).wait())
+            try:
+                await asyncio.wait(
+                    {all_ended, hurried}, timeout=grace_s, return_when=asyncio.FIRST_COMPLETED
+                )
+            finally:
+                all_ended.cancel()
+                hurried.cancel()
         await self._cancel_all()
 
     async def close(self) -> None:
