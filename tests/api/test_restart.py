@@ -3,7 +3,9 @@ records and replay across restarts, one process per database."""
 
 from __future__ import annotations
 
+import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -17,7 +19,15 @@ import pytest
 
 from tests.conftest import _fake_upstream
 from tests.support.fake_openai import FakeOpenAI
-from tests.support.live import ROOT, SSE, LiveServer, RawSSEClient, parse_sse, stream_run
+from tests.support.live import (
+    ROOT,
+    SSE,
+    LiveServer,
+    RawSSEClient,
+    parse_sse,
+    stream_run,
+    wait_status,
+)
 
 
 def _env(fake: FakeOpenAI, db: Path, **settings: str) -> dict[str, str]:
@@ -281,15 +291,53 @@ def test_a_second_server_on_the_same_sqlite_file_is_refused(
         second.stop()
         logs = second.logs()
         assert f"is already served by process {first.proc.pid if first.proc else ''}" in logs
-        assert "DATABASE_URL=postgresql" in logs
+        assert "start one server per database file" in logs
         assert httpx.get(f"{first.url}/readyz").status_code == 200  # the first one is unharmed
     finally:
         first.stop()
 
 
-def test_several_workers_on_sqlite_are_refused(tmp_path: Path) -> None:
+def test_no_other_path_to_the_database_gets_around_the_single_writer_lock(
+    fake: FakeOpenAI, tmp_path: Path
+) -> None:
+    """Regression: the lock was a `<db>.lock` side file, so a server given a symlink to the
+    database (or started after someone deleted the side file) got in, marked the first one's
+    live run `interrupted_by_restart` and took a run on its busy thread. The lock is now on the
+    database file itself: a symlink or a hard link meets it, and there is no side file."""
+    db = tmp_path / "data" / "one.db"
+    first = LiveServer(tmp_path, _env(fake, db)).start()
+    (tmp_path / "link.db").symlink_to(db)
+    os.link(db, tmp_path / "hard.db")
+    try:
+        with httpx.Client(base_url=first.url, timeout=30) as client:
+            live = client.post(
+                "/graphs/chat/runs",
+                json={"input": {"query": "[[tokens=3000]] [[delay=0.02]]"}, "thread_id": "busy"},
+            ).json()
+            for other in ("link.db", "hard.db"):
+                second = LiveServer(tmp_path, _env(fake, tmp_path / other)).start(wait=False)
+                code = second.wait_exit(30)
+                second.stop()
+                assert code != 0, second.logs()
+                pid = first.proc.pid if first.proc else ""
+                assert f"is already served by process {pid}:" in second.logs()
+                assert client.get(f"/runs/{live['run_id']}").json()["status"] == "running"
+            client.post(f"/runs/{live['run_id']}/cancel")
+            record = wait_status(client, live["run_id"], "cancelled")
+            assert record["reason"] == "cancelled"  # not failed by the second server's recovery
+        assert not list(db.parent.glob("*.lock"))  # no side file to delete
+    finally:
+        first.stop()
+
+
+def test_several_workers_on_sqlite_exit_non_zero_at_once(tmp_path: Path) -> None:
+    """Regression: uvicorn's supervisor stopped with status 0 about 10 s after its workers
+    refused SQLite, so an orchestrator saw a clean exit. Now the first worker stops it before
+    the app's slow imports: non-zero, within a few seconds, the advice in the log, and no
+    worker left serving the port."""
     db = tmp_path / "workers.db"
     server = LiveServer(tmp_path, {"DATABASE_URL": f"sqlite:///{db}"}, args=("--workers", "2"))
+    started = time.monotonic()
     server.start(wait=False)
     try:
         code = server.wait_exit(60)
@@ -297,11 +345,22 @@ def test_several_workers_on_sqlite_are_refused(tmp_path: Path) -> None:
         pytest.fail(f"uvicorn --workers 2 on SQLite kept running:\n{server.logs()}")
     finally:
         server.stop()
-    # uvicorn's supervisor stops (with status 0, its choice) once a worker fails to start;
-    # what matters is that nothing is left serving and the log says why.
-    assert code in (0, 3)
-    assert "2 workers requested" in server.logs()
-    assert "one worker process" in server.logs()
+    took = time.monotonic() - started
+    assert code != 0, server.logs()
+    assert took < 8, f"took {took:.1f}s to refuse"
+    logs = server.logs()
+    assert "2 workers requested" in logs
+    assert "without --workers (or with --workers 1)" in logs
+    assert "Application startup complete" not in logs
+    deadline = time.monotonic() + 10
+    while True:  # the other worker stops on its own, before it serves
+        try:
+            with socket.create_connection(("127.0.0.1", server.port), timeout=1):
+                pass
+        except OSError:
+            break
+        assert time.monotonic() < deadline, "a worker is still listening"
+        time.sleep(0.05)
 
 
 def test_the_cli_entry_point_is_the_one_the_readme_gives() -> None:
