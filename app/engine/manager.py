@@ -28,6 +28,9 @@ Design record
   sees the old state.
 - Shutdown (`drain`): new runs are refused at once, running ones get the grace period to end on
   their own, then are cancelled with reason `shutdown`; each one's `end` reaches its streams.
+- A store that cannot be written (the persister's probe or a write failed, or a run's
+  checkpoint write did): new runs are refused (`StoreUnavailable`) and every live run ends
+  `failed` with `store_unavailable`, until a persister pass succeeds again.
 """
 
 from __future__ import annotations
@@ -49,10 +52,12 @@ from app.engine.errors import (
     NotFound,
     NotOpen,
     ShuttingDown,
+    StoreUnavailable,
     TooManyRuns,
     Unsupported,
 )
 from app.engine.executor import execute
+from app.engine.failures import store_error
 from app.engine.limits import RunGuard
 from app.engine.mapping import EventMapper
 from app.engine.persist import Persister
@@ -92,7 +97,11 @@ class RunManager:
         self._closing = False
         self.recovered: list[str] = []
         self._persister = Persister(
-            store, self._active.values, config.event_flush_s, config.run_retention_s
+            store,
+            self._active.values,
+            config.event_flush_s,
+            config.run_retention_s,
+            on_failure=self._fail_live_runs,
         )
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -157,6 +166,11 @@ class RunManager:
     def active_count(self) -> int:
         return len(self._active)
 
+    @property
+    def store_problem(self) -> str | None:
+        """What is wrong with the store while it cannot take writes (then no run starts)."""
+        return self._persister.problem
+
     # -- start -----------------------------------------------------------------------------
 
     async def start(self, graph: GraphEntry, request: RunRequest) -> Run:
@@ -203,10 +217,14 @@ class RunManager:
         self._threads[thread_id] = run_id
         try:
             await self._store.save_record(record)
-        except BaseException:
+        except BaseException as exc:
             del self._active[run_id]
             del self._threads[thread_id]
-            raise
+            problem = store_error(exc)
+            if problem is None:
+                raise
+            self._persister.failed(problem)
+            raise StoreUnavailable(problem) from exc
         timeout = request.timeout_s or self._config.run_timeout_s
         context = self._context if graph.takes_model_context else None
         run.task = asyncio.create_task(
@@ -221,6 +239,8 @@ class RunManager:
             raise NotOpen("the run manager is not open (`async with manager:`)")
         if self._closing:
             raise ShuttingDown("the server is shutting down and takes no new runs")
+        if self._persister.problem is not None:
+            raise StoreUnavailable(f"no new runs: {self._persister.problem}")
         if len(self._active) >= self._config.max_concurrent_runs:
             raise TooManyRuns(
                 f"{self._config.max_concurrent_runs} runs are already in progress; retry shortly"
@@ -249,6 +269,8 @@ class RunManager:
             del self._threads[record.thread_id]
         self._remember(run)
         self._persister.finished(run)
+        if ending.error is not None and ending.reason == "store_unavailable":
+            self._persister.failed(ending.error["message"])  # a checkpoint write failed
         log.info(
             "run %s ended: %s (%s) in %.0f ms",
             record.run_id,
@@ -321,6 +343,20 @@ class RunManager:
         if not ended and task is not None:
             task.add_done_callback(lambda task: _abandoned_task_ended(run.run_id, task))
         self._finalize(run, task if ended else None, forced=rolled_back or not ended)
+
+    def _fail_live_runs(self, problem: str) -> None:
+        """The store cannot be written: end every live run `failed` with `store_unavailable`
+        (what it does from now on would not survive a restart, and its next checkpoint write
+        fails on the same disk); each one's streams get `error` and `end`."""
+        for run in list(self._active.values()):
+            if run.stopping is not None or run.done:
+                continue
+            run.failure = ("store_unavailable", problem)
+            run.cancel_reason = "store_unavailable"
+            run.phase = Phase.STOPPING
+            run.stopping = asyncio.create_task(self._stop(run), name=f"stop:{run.run_id}")
+            self._background.add(run.stopping)
+            run.stopping.add_done_callback(self._background.discard)
 
     def cancel_soon(self, run: Run, reason: str) -> None:
         """Cancel without waiting (from a disconnect handler, which must not await)."""

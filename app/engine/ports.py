@@ -80,6 +80,10 @@ class RunStore(Protocol):
     async def purge(self, ended_before: str) -> int:
         """Forget runs that ended before this ISO time; return how many."""
 
+    async def probe(self) -> None:
+        """Raise if the store cannot take writes now (its disk is full, say). Cheap: the
+        persister calls it on every pass."""
+
     async def close(self) -> None: ...
 
 

@@ -62,6 +62,9 @@ class MemoryRunStore:
             self._events.pop(run_id, None)
         return len(old)
 
+    async def probe(self) -> None:
+        return None
+
     async def close(self) -> None:
         self._records.clear()
         self._events.clear()
