@@ -58,7 +58,7 @@ async def open_backends(settings: Settings) -> AsyncIterator[Backends]:
 
             checkpointer, store, rewinder = (
                 saver,
-                await SqliteRunStore.on(saver),
+                await SqliteRunStore.on(saver, path),
                 SqliteRewinder(saver),
             )
         stack.push_async_callback(store.close)
@@ -69,6 +69,7 @@ async def open_backends(settings: Settings) -> AsyncIterator[Backends]:
                     {"configurable": {"thread_id": "__readyz__", "checkpoint_ns": ""}}
                 )
                 await store.last_event_id("__readyz__")
+                await store.probe()
             except Exception as exc:
                 return f"store: {type(exc).__name__}: {exc}"
             return None

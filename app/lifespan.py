@@ -81,7 +81,9 @@ def lifespan(settings: Settings) -> Any:
                     app.state.llm = llm
                     app.state.model_info = describe_model(llm)
                     _log_startup(settings, registry, manager, app.state.model_info)
-                    graceful = GracefulShutdown(settings.shutdown_grace_s, manager.drain)
+                    graceful = GracefulShutdown(
+                        settings.shutdown_grace_s, manager.drain, app.state.fanout.stop_pacing
+                    )
                     graceful.install()
                     trimmer = MemoryTrimmer(
                         lambda: manager.active_count, manager.sweep, settings.memory_trim_s
@@ -90,6 +92,9 @@ def lifespan(settings: Settings) -> Any:
                     trimming = asyncio.create_task(trimmer.run(), name="memory-trim")
                     try:
                         yield
+                        # uvicorn gets here as soon as no connection is open, which may be at
+                        # once: the runs still get their grace (app/shutdown.py).
+                        await graceful.drained()
                     finally:
                         trimming.cancel()
                         await asyncio.wait({trimming})

@@ -3,17 +3,21 @@ error handlers. `app` is what `uvicorn app.main:app` serves."""
 
 from __future__ import annotations
 
-import logging
-import sys
+from app.preflight import refuse_several_workers_on_sqlite
 
-from fastapi import FastAPI
-from fastapi.middleware.cors import CORSMiddleware
+refuse_several_workers_on_sqlite()  # before the slow imports: see app/preflight.py
 
-from app.body_limit import BodyLimitMiddleware
-from app.forwarded import ForwardedMiddleware
-from app.lifespan import lifespan
-from app.protocols import native
-from app.settings import Settings, SettingsError
+import logging  # noqa: E402
+import sys  # noqa: E402
+
+from fastapi import FastAPI  # noqa: E402
+from fastapi.middleware.cors import CORSMiddleware  # noqa: E402
+
+from app.body_limit import BodyLimitMiddleware  # noqa: E402
+from app.forwarded import ForwardedMiddleware  # noqa: E402
+from app.lifespan import lifespan  # noqa: E402
+from app.protocols import native  # noqa: E402
+from app.settings import Settings, SettingsError  # noqa: E402
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

@@ -10,6 +10,7 @@
     │                            idempotency_mismatch
     ├── TooManyRuns              too_many_runs (`retry_after_s`)
     ├── ShuttingDown             shutting_down (`retry_after_s`)
+    ├── StoreUnavailable         store_unavailable (`retry_after_s`)
     └── NotOpen                  engine_not_open (a run started before the engine was entered)
 
 No HTTP here: each protocol maps codes to its own statuses and bodies
@@ -76,6 +77,14 @@ class ShuttingDown(EngineError):
     """The server is shutting down and takes no new runs; retry on another instance."""
 
     code = "shutting_down"
+    retry_after_s = 5.0
+
+
+class StoreUnavailable(EngineError):
+    """The run store cannot take writes (disk full, I/O error, read-only): no new run starts
+    until a write succeeds again."""
+
+    code = "store_unavailable"
     retry_after_s = 5.0
 
 

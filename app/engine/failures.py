@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import errno
+import sqlite3
+
 import httpx
 import openai
 from langchain_core.tools import ToolException
@@ -19,8 +22,26 @@ def _chain(exc: BaseException) -> list[BaseException]:
     return seen
 
 
+STORE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS})
+
+
+def store_error(exc: BaseException) -> str | None:
+    """What is wrong with the store, if `exc` (or what caused it) says it cannot be written: any
+    SQLite error (disk full, I/O error, read-only, locked past its busy timeout) or a full,
+    failing or read-only disk. None for anything else."""
+    for err in _chain(exc):
+        if isinstance(err, sqlite3.Error):
+            return f"the database cannot be written: {_short(err, 200)}"
+        if isinstance(err, OSError) and err.errno in STORE_ERRNOS:
+            return f"the database cannot be written: {_short(err, 200)}"
+    return None
+
+
 def classify(exc: BaseException) -> tuple[str, str]:
     """(code, message) for an exception that ended a run."""
+    problem = store_error(exc)
+    if problem is not None:
+        return "store_unavailable", problem
     for err in _chain(exc):
         if isinstance(err, TokenLimitExceeded):
             return "token_limit", str(err)

@@ -33,6 +33,9 @@ Design record
   a lock of that key, so two at once make one run.
 - Shutdown (`drain`): new runs are refused at once, running ones get the grace period to end on
   their own, then are cancelled with reason `shutdown`; each one's `end` reaches its streams.
+- A store that cannot be written (the persister's probe or a write failed, or a run's
+  checkpoint write did): new runs are refused (`StoreUnavailable`) and every live run ends
+  `failed` with `store_unavailable`, until a persister pass succeeds again.
 """
 
 from __future__ import annotations
@@ -56,10 +59,12 @@ from app.engine.errors import (
     NotFound,
     NotOpen,
     ShuttingDown,
+    StoreUnavailable,
     TooManyRuns,
     Unsupported,
 )
 from app.engine.executor import execute
+from app.engine.failures import store_error
 from app.engine.idempotency import KEY_TTL_S, IdempotencyKey, KeyBinding
 from app.engine.limits import RunGuard
 from app.engine.mapping import EventMapper
@@ -103,7 +108,11 @@ class RunManager:
         self._closing = False
         self.recovered: list[str] = []
         self._persister = Persister(
-            store, self._active.values, config.event_flush_s, config.run_retention_s
+            store,
+            self._active.values,
+            config.event_flush_s,
+            config.run_retention_s,
+            on_failure=self._fail_live_runs,
         )
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -171,6 +180,11 @@ class RunManager:
     @property
     def active_count(self) -> int:
         return len(self._active)
+
+    @property
+    def store_problem(self) -> str | None:
+        """What is wrong with the store while it cannot take writes (then no run starts)."""
+        return self._persister.problem
 
     # -- start -----------------------------------------------------------------------------
 
@@ -260,10 +274,14 @@ class RunManager:
                     KeyBinding(key.tenant, key.key, key.fingerprint, run_id, record.created_at)
                 )
             await self._store.save_record(record)
-        except BaseException:
+        except BaseException as exc:
             del self._active[run_id]
             del self._threads[thread_id]
-            raise
+            problem = store_error(exc)
+            if problem is None:
+                raise
+            self._persister.failed(problem)
+            raise StoreUnavailable(problem) from exc
         timeout = request.timeout_s or self._config.run_timeout_s
         context = self._context if graph.takes_model_context else None
         run.task = asyncio.create_task(
@@ -278,6 +296,8 @@ class RunManager:
             raise NotOpen("the run manager is not open (`async with manager:`)")
         if self._closing:
             raise ShuttingDown("the server is shutting down and takes no new runs")
+        if self._persister.problem is not None:
+            raise StoreUnavailable(f"no new runs: {self._persister.problem}")
         if len(self._active) >= self._config.max_concurrent_runs:
             raise TooManyRuns(
                 f"{self._config.max_concurrent_runs} runs are already in progress; retry shortly"
@@ -306,6 +326,8 @@ class RunManager:
             del self._threads[record.thread_id]
         self._remember(run)
         self._persister.finished(run)
+        if ending.error is not None and ending.reason == "store_unavailable":
+            self._persister.failed(ending.error["message"])  # a checkpoint write failed
         log.info(
             "run %s ended: %s (%s) in %.0f ms",
             record.run_id,
@@ -400,6 +422,20 @@ class RunManager:
             task.add_done_callback(lambda task: _abandoned_task_ended(run.run_id, task))
         self._finalize(run, task if ended else None, forced=rolled_back or not ended)
 
+    def _fail_live_runs(self, problem: str) -> None:
+        """The store cannot be written: end every live run `failed` with `store_unavailable`
+        (what it does from now on would not survive a restart, and its next checkpoint write
+        fails on the same disk); each one's streams get `error` and `end`."""
+        for run in list(self._active.values()):
+            if run.stopping is not None or run.done:
+                continue
+            run.failure = ("store_unavailable", problem)
+            run.cancel_reason = "store_unavailable"
+            run.phase = Phase.STOPPING
+            run.stopping = asyncio.create_task(self._stop(run), name=f"stop:{run.run_id}")
+            self._background.add(run.stopping)
+            run.stopping.add_done_callback(self._background.discard)
+
     def cancel_soon(self, run: Run, reason: str) -> None:
         """Cancel without waiting (from a disconnect handler, which must not await)."""
         if run.done:
@@ -408,13 +444,22 @@ class RunManager:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def drain(self, grace_s: float) -> None:
-        """SIGTERM: refuse new runs; let running ones end within `grace_s`, then cancel them."""
+    async def drain(self, grace_s: float, hurry: asyncio.Event | None = None) -> None:
+        """SIGTERM: refuse new runs; let running ones end within `grace_s` (or until `hurry` is
+        set), then cancel the rest; return once every run has its `end`."""
         self._closing = True
         runs = [run.task for run in self._active.values() if run.task is not None]
         if runs:
             log.info("shutdown: %d runs in progress get %.1fs to end", len(runs), grace_s)
-            await asyncio.wait(runs, timeout=grace_s)
+            all_ended = asyncio.ensure_future(asyncio.wait(runs))
+            hurried = asyncio.ensure_future((hurry or asyncio.Event()).wait())
+            try:
+                await asyncio.wait(
+                    {all_ended, hurried}, timeout=grace_s, return_when=asyncio.FIRST_COMPLETED
+                )
+            finally:
+                all_ended.cancel()
+                hurried.cancel()
         await self._cancel_all()
 
     async def close(self) -> None:

@@ -10,6 +10,11 @@ recovery (app/engine/recovery.py) closes that run's stored log with `error`/`end
 event that reached the disk.
 
 Also here: the retention sweep (`purge`) once at start and then hourly.
+
+Store failures: each pass first asks the store whether it can take writes (`probe`: on SQLite,
+the disk's free space). A probe or write that fails with a store error (disk full, I/O error,
+read-only) is reported to `on_failure` once, and the pass is retried every `EVENT_FLUSH_S`
+(inserts are idempotent); the first pass whose probe and writes succeed calls `on_recovered`.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
+from app.engine.failures import store_error
 from app.engine.idempotency import KEY_TTL_S
 from app.engine.ports import RunStore
 
@@ -39,8 +45,13 @@ class Persister:
         live_runs: Callable[[], Iterable[Run]],
         flush_s: float,
         retention_s: float,
+        on_failure: Callable[[str], None] = lambda problem: None,
+        on_recovered: Callable[[], None] = lambda: None,
     ) -> None:
         self._store = store
+        self._on_failure = on_failure
+        self._on_recovered = on_recovered
+        self.problem: str | None = None  # what is wrong with the store, while it is
         self._live_runs = live_runs
         self._flush_s = flush_s
         self._retention_s = retention_s
@@ -58,6 +69,14 @@ class Persister:
         self._ended[run.run_id] = run
         self._wake.set()
 
+    def failed(self, problem: str) -> None:
+        """The store cannot be written (seen here or by a run): report it, once, until a pass
+        succeeds again."""
+        if self.problem is None:
+            self.problem = problem
+            log.error("store unavailable: %s; retrying every %.1fs", problem, self._flush_s)
+            self._on_failure(problem)
+
     async def stop(self) -> None:
         """Write everything still pending, then end the loop."""
         self._stopping = True
@@ -74,13 +93,23 @@ class Persister:
                 waiter.cancel()
             self._wake.clear()
             try:
+                await self._store.probe()
                 await self.flush()
                 if time.monotonic() >= self._next_purge:
                     await self.purge()
-            except Exception:
-                # The disk or database failed; the runs keep streaming from memory. Try again
-                # on the next pass (inserts are idempotent) rather than losing the loop.
-                log.exception("writing runs to the store failed; retrying in %.1fs", self._flush_s)
+            except Exception as exc:
+                # Try again on the next pass (inserts are idempotent) rather than losing the
+                # loop; a store that cannot be written is reported once.
+                problem = store_error(exc)
+                if problem is None:
+                    log.exception("writing runs failed; retrying in %.1fs", self._flush_s)
+                else:
+                    self.failed(problem)
+            else:
+                if self.problem is not None:
+                    log.warning("store writable again (was: %s)", self.problem)
+                    self.problem = None
+                    self._on_recovered()
             if self._stopping:
                 return
 

@@ -90,6 +90,10 @@ class RunStore(Protocol):
     async def purge_keys(self, created_before: str) -> int:
         """Forget key bindings created before this ISO time; return how many."""
 
+    async def probe(self) -> None:
+        """Raise if the store cannot take writes now (its disk is full, say). Cheap: the
+        persister calls it on every pass."""
+
     async def close(self) -> None: ...
 
 

@@ -90,12 +90,16 @@ def decide_end(
     cancel_reason: str | None,
     paused: bool,
     forced: bool = False,
+    failure: tuple[str, str] | None = None,
 ) -> Ending:
     """How a run ended, from what its task did.
 
     `forced`: the run is over whatever its task did (abandoned because it ignored cancel, or
     rolled back). A run that fails *because* it was cancelled (the stream it was reading was
-    closed under it) is reported as cancelled, not as a failure."""
+    closed under it) is reported as cancelled, not as a failure. `failure`: the engine stopped
+    the run because of this `(code, message)` (the store failed under it): it ends failed."""
+    if failure is not None:
+        return Ending(RunStatus.FAILED, failure[0], events.error(*failure))
     if forced or cancelled or (exc is not None and cancel_reason):
         return Ending(RunStatus.CANCELLED, cancel_reason or "cancelled")
     if exc is None:
@@ -156,6 +160,7 @@ class Run:
         self.cancel_reason: str | None = None
         self.rolling_back = False
         self.stopping: asyncio.Task[None] | None = None
+        self.failure: tuple[str, str] | None = None  # why the engine stopped it, if it did
         self.persisted = 0  # the last event id written to the store
         self._size: int | None = None
 
@@ -206,6 +211,7 @@ class Run:
             cancel_reason=self.cancel_reason,
             paused=self.mapper.interrupted,
             forced=forced,
+            failure=self.failure,
         )
         if ending.error is not None:
             log.warning(

@@ -77,6 +77,9 @@ class MemoryRunStore:
             del self._keys[k]
         return len(old)
 
+    async def probe(self) -> None:
+        return None
+
     async def close(self) -> None:
         self._records.clear()
         self._events.clear()

@@ -2,10 +2,19 @@
 
 Why: restart recovery marks every run the store says is `running` as interrupted. With two
 processes on one file, each would "recover" the other's live runs, and cancel and thread locks
-would not cross processes. So the first process holds an exclusive lock on `<db>.lock` for its
-lifetime, and a second one (another `--workers` process, or another server on the same file)
-stops at startup with a message saying what to do instead. The lock is an `flock`, so the
-kernel releases it when the holder dies, even by SIGKILL.
+would not cross processes. So the first process holds an exclusive `flock` on the database file
+itself for its lifetime, and a second one (another `--workers` process, or another server on the
+same file) stops at startup with a message saying what to do instead.
+
+- The lock is on the file, not on a name: `flock` locks the inode, so a symlink, a hard link or
+  any other path to the same database meets the same lock, and there is no side file whose
+  deletion would let a second server in. The kernel releases it when the holder dies, even by
+  SIGKILL.
+- SQLite's own locks are POSIX record locks (`fcntl`), which on Linux are independent of
+  `flock`, so ours never blocks SQLite. Our descriptor stays open until the SQLite connection has
+  closed: closing any descriptor of a file drops the process's POSIX locks on it.
+- The holder's pid is read from /proc/locks (Linux) for the message; elsewhere it says
+  "another process".
 """
 
 from __future__ import annotations
@@ -14,11 +23,11 @@ import fcntl
 import os
 import sys
 from pathlib import Path
-from typing import IO
 
 ADVICE = (
-    "the embedded SQLite store serves one worker process; run a single worker, or use "
-    "DATABASE_URL=postgresql://... and REDIS_URL for several"
+    "the embedded SQLite store serves one worker process: start one server per database file, "
+    "without --workers (or with --workers 1) and without WEB_CONCURRENCY; to use more cores, "
+    "run more servers, each with its own DATABASE_URL"
 )
 
 
@@ -46,34 +55,46 @@ def requested_workers(argv: list[str] | None = None, env: dict[str, str] | None 
     return int(concurrency) if concurrency.isdigit() else 1
 
 
+def _holder(fd: int) -> str:
+    """The pid holding a `flock` on the file open as `fd`, from /proc/locks, if it can tell."""
+    info = os.fstat(fd)
+    inode = f"{os.major(info.st_dev):02x}:{os.minor(info.st_dev):02x}:{info.st_ino}"
+    try:
+        lines = Path("/proc/locks").read_text().splitlines()
+    except OSError:
+        return "another process"
+    for line in lines:
+        fields = line.split()
+        # "1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF"
+        if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5] == inode:
+            return fields[4]
+    return "another process"
+
+
 class SingleWriterLock:
     def __init__(self, database: Path) -> None:
-        self.path = database.with_name(database.name + ".lock")
-        self._file: IO[str] | None = None
+        self.path = database.resolve()
+        self._fd: int | None = None
 
     def acquire(self) -> None:
         workers = requested_workers()
         if workers > 1:
             raise SingleWriterError(f"{workers} workers requested: {ADVICE}")
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle = self.path.open("a+")
+        # O_CREAT: an empty file is an empty SQLite database, which SQLite then sets up.
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
-            handle.close()
+            holder = _holder(fd)
+            os.close(fd)
             raise SingleWriterError(
-                f"{self.path.with_suffix('')} is already served by process {holder}: {ADVICE}"
+                f"{self.path} is already served by process {holder}: {ADVICE}"
             ) from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(str(os.getpid()))
-        handle.flush()
-        self._file = handle
+        self._fd = fd
 
     def release(self) -> None:
-        if self._file is not None:
-            fcntl.flock(self._file, fcntl.LOCK_UN)
-            self._file.close()
-            self._file = None
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None

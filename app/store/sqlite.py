@@ -20,6 +20,8 @@ for RUN_RETENTION_S, and token payloads repeat their head.
 from __future__ import annotations
 
 import asyncio
+import errno
+import os
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,6 +38,11 @@ if TYPE_CHECKING:
     from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
 COMPRESS_IN_THREAD_BYTES = 256 * 1024  # bigger chunks are compressed off the event loop
+# Below this much free space on the database's file system the store says it cannot be written.
+# Why not wait for a write to fail: SQLite reuses the pages of its WAL file, so small writes
+# can still succeed on a full disk while the next checkpoint (or one that grows the file)
+# fails; a run would then go on writing nothing durable.
+MIN_FREE_BYTES = 4 * 1024 * 1024
 
 Migration = str | Callable[[aiosqlite.Connection], Awaitable[None]]
 
@@ -149,15 +156,19 @@ def split_frames(frames: bytes) -> list[LogEvent]:
 
 
 class SqliteRunStore:
-    def __init__(self, conn: aiosqlite.Connection, lock: asyncio.Lock, owns_conn: bool) -> None:
+    def __init__(
+        self, conn: aiosqlite.Connection, lock: asyncio.Lock, owns_conn: bool, path: Path
+    ) -> None:
         self._conn = conn
         self._lock = lock
         self._owns_conn = owns_conn
+        self._path = path
 
     @classmethod
-    async def on(cls, saver: AsyncSqliteSaver) -> SqliteRunStore:
-        """The store on the checkpointer's own connection, taking turns with it on its lock."""
-        store = cls(saver.conn, saver.lock, owns_conn=False)
+    async def on(cls, saver: AsyncSqliteSaver, path: Path) -> SqliteRunStore:
+        """The store on the checkpointer's own connection (to the database at `path`), taking
+        turns with it on its lock."""
+        store = cls(saver.conn, saver.lock, owns_conn=False, path=path)
         await store.migrate()
         return store
 
@@ -167,7 +178,7 @@ class SqliteRunStore:
         conn = await aiosqlite.connect(path)
         await conn.execute("PRAGMA journal_mode=WAL")
         await conn.execute("PRAGMA busy_timeout=5000")
-        store = cls(conn, asyncio.Lock(), owns_conn=True)
+        store = cls(conn, asyncio.Lock(), owns_conn=True, path=path)
         await store.migrate()
         return store
 
@@ -363,6 +374,16 @@ class SqliteRunStore:
             )
             await self._conn.commit()
             return cursor.rowcount
+
+    async def probe(self) -> None:
+        stat = os.statvfs(self._path.parent)
+        free = stat.f_bavail * stat.f_frsize
+        if free < MIN_FREE_BYTES:
+            raise OSError(
+                errno.ENOSPC,
+                f"{free} bytes free on the database's disk (below {MIN_FREE_BYTES})",
+                str(self._path.parent),
+            )
 
     async def stored_bytes(self) -> int:
         """Bytes of event data stored (for the bench's bytes-per-token figure)."""

@@ -7,7 +7,9 @@ Design record
   consecutive `token` events of one message in that batch become one frame whose id is the last
   merged event's id. A client that keeps up gets one frame per event.
 - `max_rate` sends at most that many frames a second: each slot takes the first waiting event,
-  or the merge of the waiting consecutive tokens of one message.
+  or the merge of the waiting consecutive tokens of one message. At shutdown pacing stops
+  (`FanOut.stop_pacing`): the rest goes out at once, merged as for a lagging client, so a
+  paced stream gets its `end` before the server cuts the streams still open.
 - Nothing but consecutive tokens of one message is ever merged; nothing this subscriber selected
   is dropped; order is the log's order. The cursor is the id of the last event read (sent, or
   not selected): a reconnect with the last id sent reads the unselected ones again and skips
@@ -41,6 +43,7 @@ Measurements behind these rules: docs/perf/ (0001, 0002, 0008, 0011).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -94,6 +97,11 @@ class FanOut:
     def __init__(self) -> None:
         self.open_streams = 0
         self._runs: dict[str, _Shared] = {}
+        self._unpaced = asyncio.Event()
+
+    def stop_pacing(self) -> None:
+        """From now on `max_rate` is ignored: every stream sends what it has left at once."""
+        self._unpaced.set()
 
     def window(self) -> float:
         """The coalescing window for the current load: COALESCE_PER_STREAM_S per open stream,
@@ -165,13 +173,15 @@ class FanOut:
             if not events:
                 cursor = batch[-1].id
                 continue
-            if interval:
+            if interval and not self._unpaced.is_set():
                 payload, taken = merge_tokens(events, 0)
                 frame = encoder.frame(events[taken - 1].id, events[0].type, payload)
                 cursor = events[taken - 1].id if taken < len(events) else batch[-1].id
                 for part in sends((frame,)):
                     yield part
-                await asyncio.sleep(interval)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(interval):
+                        await self._unpaced.wait()
                 continue
             if len(events) == 1:
                 parts: Iterable[bytes] = sends(_framed(encoder, events[0]))

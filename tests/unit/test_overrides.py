@@ -164,7 +164,7 @@ def test_installing_graceful_shutdown_turns_sse_starlettes_own_drain_off(
     monkeypatch.setattr(AppStatus, "enable_automatic_graceful_drain", True)
     monkeypatch.setattr(AppStatus, "should_exit", False)
 
-    async def drain(_: float) -> None:
+    async def drain(_: float, __: asyncio.Event) -> None:
         return None
 
     async def main() -> bool:

@@ -8,7 +8,7 @@ and anything unexpected get the same body; no traceback ever reaches a client.
     404 graph_not_found / run_not_found / thread_not_found / not_found
     409 thread_busy / thread_graph_mismatch / thread_not_paused / idempotency_mismatch
     422 invalid_input / limit_too_high / unsupported_action / invalid_idempotency_key
-    503 shutting_down (Retry-After), store_unavailable      500 internal_error
+    503 shutting_down / store_unavailable (Retry-After)     500 internal_error
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from app.engine.errors import (
     NotFound,
     NotOpen,
     ShuttingDown,
+    StoreUnavailable,
     TooManyRuns,
     Unsupported,
 )
@@ -44,6 +45,7 @@ STATUS: dict[type[EngineError], int] = {
     Conflict: 409,
     TooManyRuns: 429,
     ShuttingDown: 503,
+    StoreUnavailable: 503,
     NotOpen: 503,
 }
 

@@ -22,7 +22,7 @@ async def healthz() -> dict[str, str]:
 async def readyz(
     request: Request, registry: RegistryDep, manager: ManagerDep
 ) -> dict[str, Any] | JSONResponse:
-    problem = await request.app.state.ready()
+    problem = manager.store_problem or await request.app.state.ready()
     if problem is not None:
         return JSONResponse(error_body("store_unavailable", problem), 503)
     return {"status": "ready", "graphs": list(registry), "active_runs": manager.active_count}
