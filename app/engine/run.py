@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -27,6 +27,7 @@ from langchain_core.runnables import RunnableConfig
 from app.engine import events
 from app.engine.codec import LogEvent
 from app.engine.failures import classify
+from app.engine.ids import ReservedLog
 from app.engine.limits import RunGuard
 from app.engine.mapping import EventMapper
 from app.engine.ports import EventLog, EventLogReader, Mark
@@ -139,10 +140,13 @@ class Run:
         guard: RunGuard,
         mark: Mark | None,
         mapper: EventMapper | None = None,
+        on_blocked: Callable[[], None] = lambda: None,
     ) -> None:
         self.record = record
         self._log = event_log
-        self.reader: EventLogReader = event_log if event_log is not None else StoredLog(())
+        # Readers see a live log up to the ids reserved in the store (app/engine/ids.py).
+        self.ids = ReservedLog(event_log if event_log is not None else StoredLog(()), on_blocked)
+        self.reader: EventLogReader = self.ids if event_log is not None else StoredLog(())
         self.guard = guard
         self.mark = mark
         self.mapper = mapper or EventMapper()
@@ -152,6 +156,7 @@ class Run:
         self.rolling_back = False
         self.stopping: asyncio.Task[None] | None = None
         self.persisted = 0  # the last event id written to the store
+        self.seen_by_persister = 0  # the log's last id at the persister's last pass
 
     @classmethod
     def stored(cls, record: RunRecord, items: Sequence[LogEvent]) -> Run:

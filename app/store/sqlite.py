@@ -115,6 +115,14 @@ MIGRATIONS: list[Migration] = [
     """,
     # 2 -> 3
     _payload_chunks,
+    # 3 -> 4: each run's id ceiling (app/engine/ids.py). A run cut off under version 3 has
+    # none: its log is closed after its last stored event, as version 3 did.
+    """
+    CREATE TABLE svc_id_ceilings (
+        run_id  TEXT PRIMARY KEY,
+        ceiling INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    """,
 ]
 
 
@@ -280,6 +288,27 @@ class SqliteRunStore:
             row = await cursor.fetchone()
         return int(row[0]) if row and row[0] is not None else 0
 
+    async def reserve_ids(self, ceilings: Sequence[tuple[str, int]]) -> None:
+        if not ceilings:
+            return
+        async with self._lock:
+            await self._conn.executemany(
+                "INSERT INTO svc_id_ceilings (run_id, ceiling) VALUES (?, ?)"
+                " ON CONFLICT (run_id) DO UPDATE SET ceiling = max(ceiling, excluded.ceiling)",
+                ceilings,
+            )
+            await self._conn.commit()
+
+    async def id_ceiling(self, run_id: str) -> int:
+        async with (
+            self._lock,
+            self._conn.execute(
+                "SELECT ceiling FROM svc_id_ceilings WHERE run_id = ?", (run_id,)
+            ) as cursor,
+        ):
+            row = await cursor.fetchone()
+        return int(row[0]) if row else 0
+
     async def thread_graph(self, thread_id: str) -> str | None:
         async with (
             self._lock,
@@ -303,11 +332,12 @@ class SqliteRunStore:
 
     async def purge(self, ended_before: str) -> int:
         async with self._lock:
-            await self._conn.execute(
-                "DELETE FROM svc_event_chunks WHERE run_id IN"
-                " (SELECT run_id FROM svc_runs WHERE ended_at IS NOT NULL AND ended_at < ?)",
-                (ended_before,),
-            )
+            for table in ("svc_event_chunks", "svc_id_ceilings"):
+                await self._conn.execute(
+                    f"DELETE FROM {table} WHERE run_id IN"
+                    " (SELECT run_id FROM svc_runs WHERE ended_at IS NOT NULL AND ended_at < ?)",
+                    (ended_before,),
+                )
             cursor = await self._conn.execute(
                 "DELETE FROM svc_runs WHERE ended_at IS NOT NULL AND ended_at < ?", (ended_before,)
             )
