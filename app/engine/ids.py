@@ -12,10 +12,11 @@ Design record
   it (app/engine/recovery.py). Ids may then skip after a crash; they never repeat.
 - Cost: one write per range, never one per token. The first range (`ID_RANGE`) is reserved with
   the run's record when it starts; the persister raises the ceiling ahead of need on its
-  regular pass (`next_ceiling`), by at least `ID_RANGE` and by more for a fast run, so a run's
-  task never waits and its readers in the common case never reach the ceiling. A reader that
-  does reach it (a burst faster than the reservation) wakes the persister and waits for that one
-  write. Events already stored count as reserved too: they are above nothing recovery writes.
+  regular pass (`next_ceiling`), by at least `ID_RANGE` and by `AHEAD_S` of a fast run's
+  events, in one write for all runs. So a run's task never waits, and in the common case its
+  readers never reach the ceiling. A reader that does (a burst faster than the reservation,
+  or the first range of a very fast run) wakes the persister and waits for that one write.
+  Events already stored count as reserved too: recovery writes above them anyway.
 - If the database cannot be written, a live run's readers stop at its ceiling until it can: an
   id is not sent unless a crash could not give it to another event.
 """
@@ -31,14 +32,14 @@ from app.engine.ports import EventLogReader
 ID_RANGE = 4096
 """Ids reserved at a time: the ceiling is raised when fewer than half are left."""
 
-AHEAD_PASSES = 4
-"""A fast run reserves at least this many persister passes' worth of its events ahead."""
+AHEAD_S = 2.0
+"""A fast run reserves at least this many seconds of its events ahead."""
 
 
-def next_ceiling(last_id: int, ceiling: int, appended: int) -> int | None:
-    """The ceiling to reserve for a run whose log is at `last_id` and which appended `appended`
-    events since the persister's last pass, or None while the current one is ahead enough."""
-    ahead = max(ID_RANGE, AHEAD_PASSES * appended)
+def next_ceiling(last_id: int, ceiling: int, rate: float) -> int | None:
+    """The ceiling to reserve for a run whose log is at `last_id` and grows by `rate` events a
+    second, or None while the current one is still ahead by half a range."""
+    ahead = max(ID_RANGE, int(rate * AHEAD_S))
     if ceiling - last_id >= ahead // 2:
         return None
     return last_id + ahead

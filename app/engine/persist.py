@@ -110,11 +110,14 @@ class Persister:
             del self._ended[run.run_id]
 
     async def _reserve(self, live: list[Run]) -> None:
+        now = time.monotonic()
         raises = []
         for run in live:
             last = run.log.last_id
-            ceiling = next_ceiling(last, run.ids.ceiling, last - run.seen_by_persister)
-            run.seen_by_persister = last
+            seen, at = run.seen_by_persister
+            rate = (last - seen) / (now - at) if at and now > at else 0.0
+            run.seen_by_persister = (last, now)
+            ceiling = next_ceiling(last, run.ids.ceiling, rate)
             if ceiling is not None:
                 raises.append((run, ceiling))
         if raises:

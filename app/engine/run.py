@@ -156,7 +156,7 @@ class Run:
         self.rolling_back = False
         self.stopping: asyncio.Task[None] | None = None
         self.persisted = 0  # the last event id written to the store
-        self.seen_by_persister = 0  # the log's last id at the persister's last pass
+        self.seen_by_persister = (0, 0.0)  # the log's last id at the persister's last pass, when
 
     @classmethod
     def stored(cls, record: RunRecord, items: Sequence[LogEvent]) -> Run:
