@@ -13,6 +13,7 @@ import asyncio
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import cast
 
 from langgraph.checkpoint.memory import InMemorySaver
 
@@ -30,6 +31,10 @@ GRAPHS = Path(__file__).parent / "graphs"
 BOUND_S = 20.0
 
 
+def _closed(reader: ReservedLog) -> bool:
+    return reader.closed
+
+
 def test_readers_see_the_log_only_up_to_the_reserved_ceiling_and_wait_there() -> None:
     async def main() -> None:
         log = MemoryEventLog("r")
@@ -42,7 +47,7 @@ def test_readers_see_the_log_only_up_to_the_reserved_ceiling_and_wait_there() ->
         assert [e.id for e in reader.after(0, 10)] == [1, 2, 3]
         assert reader.last_id == 3
         log.close()
-        assert not reader.closed  # events 4 and 5 are still behind the ceiling
+        assert not _closed(reader)  # events 4 and 5 are still behind the ceiling
 
         waiting = asyncio.create_task(reader.wait(3))
         await asyncio.sleep(0)
@@ -52,7 +57,7 @@ def test_readers_see_the_log_only_up_to_the_reserved_ceiling_and_wait_there() ->
         reader.raise_to(10)
         await asyncio.wait_for(waiting, 1)
         assert [e.id for e in reader.after(3, 10)] == [4, 5]
-        assert reader.closed and reader.blocked == 1
+        assert _closed(reader) and reader.blocked == 1
 
     asyncio.run(main())
 
@@ -97,7 +102,7 @@ class CountingStore(SqliteRunStore):
 async def _burst(tmp: Path, events: int, pause_s: float) -> tuple[int, int, int, float]:
     """Run `burst` with one reader reading as fast as it can; return (the run's last id, the
     store's reserve writes, the times the reader waited at the ceiling, events/s)."""
-    store = await CountingStore.open(tmp / "runs.db")
+    store = cast(CountingStore, await CountingStore.open(tmp / "runs.db"))
     store.writes = []
     saver = InMemorySaver()
     controls = Controls(burst=events, burst_pause_s=pause_s)
