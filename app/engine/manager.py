@@ -66,6 +66,7 @@ from app.engine.errors import (
 from app.engine.executor import execute
 from app.engine.failures import store_error
 from app.engine.idempotency import KEY_TTL_S, IdempotencyKey, KeyBinding
+from app.engine.ids import ID_RANGE
 from app.engine.limits import RunGuard
 from app.engine.mapping import EventMapper
 from app.engine.persist import Persister
@@ -262,7 +263,14 @@ class RunManager:
             run_id=run_id, graph=graph.name, thread_id=thread_id, owner=self.worker_id
         )
         guard = RunGuard(request.max_tokens or self._config.max_tokens_per_run)
-        run = Run(record, self._logs(run_id), guard, mark, EventMapper(graph.output_keys))
+        run = Run(
+            record,
+            self._logs(run_id),
+            guard,
+            mark,
+            EventMapper(graph.output_keys),
+            on_blocked=self._persister.wake,
+        )
         config["callbacks"] = [run.guard]
         run.append("metadata", events.metadata(run_id, thread_id, graph.name))
         self._active[run_id] = run
@@ -274,6 +282,8 @@ class RunManager:
                     KeyBinding(key.tenant, key.key, key.fingerprint, run_id, record.created_at)
                 )
             await self._store.save_record(record)
+            await self._store.reserve_ids([(run_id, ID_RANGE)])
+            run.ids.raise_to(ID_RANGE)
         except BaseException as exc:
             del self._active[run_id]
             del self._threads[thread_id]

@@ -9,6 +9,9 @@ compactly. What a crash can lose is at most the last `EVENT_FLUSH_S` of a live r
 recovery (app/engine/recovery.py) closes that run's stored log with `error`/`end` after the last
 event that reached the disk.
 
+The persister also reserves event ids ahead of the live runs (app/engine/ids.py): on a pass,
+a run that has used half its reserved range gets a new ceiling, all such runs in one write.
+
 Also here: the retention sweep (`purge`) once at start and then hourly.
 
 Store failures: each pass first asks the store whether it can take writes (`probe`: on SQLite,
@@ -28,6 +31,7 @@ from typing import TYPE_CHECKING
 
 from app.engine.failures import store_error
 from app.engine.idempotency import KEY_TTL_S
+from app.engine.ids import next_ceiling
 from app.engine.ports import RunStore
 
 if TYPE_CHECKING:
@@ -63,6 +67,10 @@ class Persister:
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="persister")
+
+    def wake(self) -> None:
+        """Make a pass now (a reader found events above its run's ceiling)."""
+        self._wake.set()
 
     def finished(self, run: Run) -> None:
         """`run` has ended: write all of it (record and remaining events) on the next pass."""
@@ -114,18 +122,38 @@ class Persister:
                 return
 
     async def flush(self) -> None:
-        """One write for the new events of every live run, then one per ended run."""
+        """One write for the new events of every live run, one for the id ceilings that need
+        raising (if any), then one per ended run."""
         live = [run for run in self._live_runs() if not run.done]
-        batches = [(run, run.reader.after(run.persisted, run.reader.last_id)) for run in live]
+        await self._reserve(live)
+        batches = [(run, run.log.after(run.persisted, run.log.last_id)) for run in live]
         batches = [(run, events) for run, events in batches if events]
         await self._store.append_events([(run.run_id, events) for run, events in batches])
         for run, events in batches:
             run.persisted = events[-1].id
+            run.ids.raise_to(run.persisted)  # stored: recovery writes above it
         for run in list(self._ended.values()):
-            events = run.reader.after(0, run.reader.last_id)
+            events = run.log.after(0, run.log.last_id)
             await self._store.seal(run.record, events)
-            run.persisted = run.reader.last_id
+            run.persisted = run.log.last_id
+            run.ids.raise_to(run.persisted)
             del self._ended[run.run_id]
+
+    async def _reserve(self, live: list[Run]) -> None:
+        now = time.monotonic()
+        raises = []
+        for run in live:
+            last = run.log.last_id
+            seen, at = run.seen_by_persister
+            rate = (last - seen) / (now - at) if at and now > at else 0.0
+            run.seen_by_persister = (last, now)
+            ceiling = next_ceiling(last, run.ids.ceiling, rate)
+            if ceiling is not None:
+                raises.append((run, ceiling))
+        if raises:
+            await self._store.reserve_ids([(run.run_id, ceiling) for run, ceiling in raises])
+            for run, ceiling in raises:
+                run.ids.raise_to(ceiling)
 
     async def purge(self) -> None:
         self._next_purge = time.monotonic() + PURGE_EVERY_S

@@ -72,6 +72,15 @@ class RunStore(Protocol):
     async def last_event_id(self, run_id: str) -> int:
         """The id of the run's newest stored event (0: none)."""
 
+    async def reserve_ids(self, ceilings: Sequence[tuple[str, int]]) -> None:
+        """Raise runs' id ceilings, `(run_id, ceiling)` pairs in one write; a ceiling is never
+        lowered. Once this returns, the run's events up to its ceiling may be sent before they
+        are stored: after a crash, the events that close its log take ids above it
+        (app/engine/ids.py)."""
+
+    async def id_ceiling(self, run_id: str) -> int:
+        """The run's id ceiling (0: none reserved); kept until the run is purged."""
+
     async def thread_graph(self, thread_id: str) -> str | None:
         """The graph of the thread's most recent run, or None for an unknown thread."""
 

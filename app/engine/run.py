@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -28,6 +28,7 @@ from app.engine import events
 from app.engine.codec import LogEvent
 from app.engine.failures import classify
 from app.engine.idempotency import IdempotencyKey
+from app.engine.ids import ReservedLog
 from app.engine.limits import RunGuard
 from app.engine.mapping import EventMapper
 from app.engine.ports import EventLog, EventLogReader, Mark
@@ -148,10 +149,13 @@ class Run:
         guard: RunGuard,
         mark: Mark | None,
         mapper: EventMapper | None = None,
+        on_blocked: Callable[[], None] = lambda: None,
     ) -> None:
         self.record = record
         self._log = event_log
-        self.reader: EventLogReader = event_log if event_log is not None else StoredLog(())
+        # Readers see a live log up to the ids reserved in the store (app/engine/ids.py).
+        self.ids = ReservedLog(event_log if event_log is not None else StoredLog(()), on_blocked)
+        self.reader: EventLogReader = self.ids if event_log is not None else StoredLog(())
         self.guard = guard
         self.mark = mark
         self.mapper = mapper or EventMapper()
@@ -163,6 +167,7 @@ class Run:
         self.failure: tuple[str, str] | None = None  # why the engine stopped it, if it did
         self.persisted = 0  # the last event id written to the store
         self._size: int | None = None
+        self.seen_by_persister = (0, 0.0)  # the log's last id at the persister's last pass, when
 
     @classmethod
     def stored(cls, record: RunRecord, items: Sequence[LogEvent]) -> Run:

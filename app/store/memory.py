@@ -14,6 +14,7 @@ class MemoryRunStore:
         self._records: dict[str, dict[str, object]] = {}
         self._events: dict[str, dict[int, LogEvent]] = {}
         self._keys: dict[tuple[str, str], KeyBinding] = {}
+        self._ceilings: dict[str, int] = {}
 
     async def save_record(self, record: RunRecord) -> None:
         # A copy, as a database would hold: later changes to the live record are not stored.
@@ -40,6 +41,13 @@ class MemoryRunStore:
     async def last_event_id(self, run_id: str) -> int:
         return max(self._events.get(run_id, {}), default=0)
 
+    async def reserve_ids(self, ceilings: Sequence[tuple[str, int]]) -> None:
+        for run_id, ceiling in ceilings:
+            self._ceilings[run_id] = max(ceiling, self._ceilings.get(run_id, 0))
+
+    async def id_ceiling(self, run_id: str) -> int:
+        return self._ceilings.get(run_id, 0)
+
     async def thread_graph(self, thread_id: str) -> str | None:
         runs = [r for r in self._records.values() if r["thread_id"] == thread_id]
         if not runs:
@@ -62,6 +70,7 @@ class MemoryRunStore:
         for run_id in old:
             del self._records[run_id]
             self._events.pop(run_id, None)
+            self._ceilings.pop(run_id, None)
         return len(old)
 
     async def bind_key(self, binding: KeyBinding) -> None:
@@ -84,3 +93,4 @@ class MemoryRunStore:
         self._records.clear()
         self._events.clear()
         self._keys.clear()
+        self._ceilings.clear()

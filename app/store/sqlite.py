@@ -135,6 +135,14 @@ MIGRATIONS: list[Migration] = [
     ) WITHOUT ROWID;
     CREATE INDEX svc_idempotency_keys_by_age ON svc_idempotency_keys (created_at);
     """,
+    # 4 -> 5: each run's id ceiling (app/engine/ids.py). A run cut off under an older version
+    # has none: its log is closed after its last stored event, as those versions did.
+    """
+    CREATE TABLE svc_id_ceilings (
+        run_id  TEXT PRIMARY KEY,
+        ceiling INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    """,
 ]
 
 
@@ -176,10 +184,14 @@ class SqliteRunStore:
     async def open(cls, path: Path) -> SqliteRunStore:
         """A store with a connection of its own (tools and tests)."""
         conn = await aiosqlite.connect(path)
-        await conn.execute("PRAGMA journal_mode=WAL")
-        await conn.execute("PRAGMA busy_timeout=5000")
-        store = cls(conn, asyncio.Lock(), owns_conn=True, path=path)
-        await store.migrate()
+        try:
+            await conn.execute("PRAGMA journal_mode=WAL")
+            await conn.execute("PRAGMA busy_timeout=5000")
+            store = cls(conn, asyncio.Lock(), owns_conn=True, path=path)
+            await store.migrate()
+        except BaseException:
+            await conn.close()  # else its worker thread keeps the process from exiting
+            raise
         return store
 
     async def migrate(self) -> int:
@@ -304,6 +316,27 @@ class SqliteRunStore:
             row = await cursor.fetchone()
         return int(row[0]) if row and row[0] is not None else 0
 
+    async def reserve_ids(self, ceilings: Sequence[tuple[str, int]]) -> None:
+        if not ceilings:
+            return
+        async with self._lock:
+            await self._conn.executemany(
+                "INSERT INTO svc_id_ceilings (run_id, ceiling) VALUES (?, ?)"
+                " ON CONFLICT (run_id) DO UPDATE SET ceiling = max(ceiling, excluded.ceiling)",
+                ceilings,
+            )
+            await self._conn.commit()
+
+    async def id_ceiling(self, run_id: str) -> int:
+        async with (
+            self._lock,
+            self._conn.execute(
+                "SELECT ceiling FROM svc_id_ceilings WHERE run_id = ?", (run_id,)
+            ) as cursor,
+        ):
+            row = await cursor.fetchone()
+        return int(row[0]) if row else 0
+
     async def thread_graph(self, thread_id: str) -> str | None:
         async with (
             self._lock,
@@ -327,11 +360,12 @@ class SqliteRunStore:
 
     async def purge(self, ended_before: str) -> int:
         async with self._lock:
-            await self._conn.execute(
-                "DELETE FROM svc_event_chunks WHERE run_id IN"
-                " (SELECT run_id FROM svc_runs WHERE ended_at IS NOT NULL AND ended_at < ?)",
-                (ended_before,),
-            )
+            for table in ("svc_event_chunks", "svc_id_ceilings"):
+                await self._conn.execute(
+                    f"DELETE FROM {table} WHERE run_id IN"
+                    " (SELECT run_id FROM svc_runs WHERE ended_at IS NOT NULL AND ended_at < ?)",
+                    (ended_before,),
+                )
             cursor = await self._conn.execute(
                 "DELETE FROM svc_runs WHERE ended_at IS NOT NULL AND ended_at < ?", (ended_before,)
             )

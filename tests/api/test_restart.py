@@ -117,6 +117,45 @@ def test_a_run_killed_with_the_server_is_failed_after_restart_and_its_thread_con
         second.stop()
 
 
+def test_a_client_ahead_of_the_database_gets_error_and_end_after_a_kill(
+    fake: FakeOpenAI, tmp_path: Path
+) -> None:
+    """Issue 12.1: live events reach clients before they are written, so at a SIGKILL the
+    client had seen ids the database did not hold; recovery wrote `error`/`end` after the last
+    *stored* id, reusing ids the client had seen, and its reconnect got `204` and no ending.
+    A flush period far longer than the run so far makes the client surely ahead."""
+    db = tmp_path / "ahead.db"
+    env = _env(fake, db) | {"EVENT_FLUSH_S": "30"}
+    first = LiveServer(tmp_path, env).start()
+    with httpx.Client(base_url=first.url, timeout=30) as client:
+        run = client.post(
+            "/graphs/chat/runs", json={"input": {"query": "[[tokens=500]] [[delay=0.01]]"}}
+        ).json()
+        seen: list[SSE] = []
+        with client.stream("GET", run["stream_url"]) as response:
+            for event in parse_sse(response.iter_lines()):
+                seen.append(event)
+                if sum(e.event == "token" for e in seen) == 40:
+                    break
+            first.signal(signal.SIGKILL)
+            first.wait_exit(10)
+            first.stop()
+
+    second = LiveServer(tmp_path, env).start()
+    try:
+        with httpx.Client(base_url=second.url, timeout=30) as client:
+            for last in (seen[-1].id or 0, seen[len(seen) // 2].id or 0, 0):
+                tail = _replay(client, run["run_id"], last=last)
+                assert [e.event for e in tail[-2:]] == ["error", "end"], (last, tail)
+                assert all((e.id or 0) > last for e in tail)
+                assert (tail[-2].id or 0) > (seen[-1].id or 0)  # above every id it was sent
+                assert tail[-1].data["reason"] == "interrupted_by_restart"
+            record = client.get(f"/runs/{run['run_id']}").json()
+            assert record["events"] == tail[-1].id
+    finally:
+        second.stop()
+
+
 def test_finished_runs_keep_their_records_and_replay_across_a_restart(
     fake: FakeOpenAI, tmp_path: Path
 ) -> None:

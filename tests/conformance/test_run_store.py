@@ -190,6 +190,52 @@ def test_recovery_fails_running_runs_of_dead_owners_and_closes_their_logs(
     with_store(check)
 
 
+def test_an_id_ceiling_is_kept_per_run_and_never_lowered(with_store: Run[Any]) -> None:
+    async def check(store: RunStore) -> None:
+        assert await store.id_ceiling("r1") == 0
+        await store.reserve_ids([("r1", 4096), ("r2", 100)])
+        await store.reserve_ids([("r1", 8192)])
+        await store.reserve_ids([("r2", 50)])  # lower: ignored
+        await store.reserve_ids([])
+        assert await store.id_ceiling("r1") == 8192
+        assert await store.id_ceiling("r2") == 100
+        assert await store.id_ceiling("other") == 0
+
+    with_store(check)
+
+
+def test_recovery_closes_a_log_above_its_id_ceiling_so_no_sent_id_is_reused(
+    with_store: Run[Any],
+) -> None:
+    """A client may have been sent every id up to the ceiling before any was stored: the
+    closing `error`/`end` go above it, whatever reached the disk."""
+
+    async def check(store: RunStore) -> None:
+        await store.save_record(_record("ahead", owner="dead"))
+        await store.append_events([("ahead", _events("ahead", 10))])
+        await store.reserve_ids([("ahead", 4096)])
+        await store.save_record(_record("silent", owner="dead"))
+        await store.reserve_ids([("silent", 4096)])
+        await store.save_record(_record("stored_past", owner="dead"))  # stored above it
+        await store.reserve_ids([("stored_past", 5)])
+        await store.append_events([("stored_past", _events("stored_past", 8))])
+
+        await recovery.recover(store, lambda owner: False)
+
+        ahead = await store.load_events("ahead")
+        assert [e.id for e in ahead] == [*range(1, 11), 4097, 4098]
+        assert [e.type for e in ahead[-2:]] == ["error", "end"]
+        record = await store.load_record("ahead")
+        assert record is not None and record.events == 4098
+        silent = await store.load_events("silent")
+        assert [(e.id, e.type) for e in silent] == [(1, "metadata"), (4097, "error"), (4098, "end")]
+        past = await store.load_events("stored_past")
+        assert [(e.id, e.type) for e in past[-2:]] == [(9, "error"), (10, "end")]
+        assert await store.load_events("ahead", after=4000) == ahead[-2:]
+
+    with_store(check)
+
+
 def test_purge_forgets_only_runs_that_ended_before_the_cutoff(with_store: Run[Any]) -> None:
     async def check(store: RunStore) -> None:
         old, new, running = _record("old"), _record("new"), _record("running")
@@ -204,6 +250,12 @@ def test_purge_forgets_only_runs_that_ended_before_the_cutoff(with_store: Run[An
         assert await store.load_events("old") == []
         assert await store.load_record("new") is not None
         assert await store.load_record("running") is not None
+        await store.reserve_ids([("old", 10), ("running", 10)])
+        old.ended_at = "2020-01-02T00:00:00.000+00:00"
+        await store.save_record(old)
+        assert await store.purge("2021-01-01T00:00:00.000+00:00") == 1
+        assert await store.id_ceiling("old") == 0
+        assert await store.id_ceiling("running") == 10
 
     with_store(check)
 
@@ -346,3 +398,39 @@ def test_sqlite_store_migrates_version_1_and_2_event_logs_without_losing_events(
         assert codecs == {"r1": 1, "r2": 0}  # the finished run compressed
         tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         assert "svc_run_event_chunks" not in tables
+
+
+def test_sqlite_store_migrates_version_4_and_a_cut_off_run_closes_after_its_stored_events(
+    tmp_path: Path,
+) -> None:
+    """Version 5 adds id ceilings. A run cut off under version 4 has none; recovery closes its
+    log after its last stored event, as version 4 did, and new ceilings are kept."""
+    path = tmp_path / "runs.db"
+    running = _events("r1", 3)
+
+    async def at_version_4() -> None:
+        store = await SqliteRunStore.open(path)
+        await store.save_record(_record("r1", owner="dead"))
+        await store.append_events([("r1", running)])
+        await store.close()
+
+    asyncio.run(at_version_4())
+    with sqlite3.connect(path) as db:  # as version 4 left it
+        db.execute("DROP TABLE svc_id_ceilings")
+        db.execute("UPDATE svc_schema SET version = 4")
+
+    async def main() -> None:
+        store = await SqliteRunStore.open(path)
+        try:
+            assert await store.id_ceiling("r1") == 0
+            await recovery.recover(store, lambda owner: False)
+            events = await store.load_events("r1")
+            assert [(e.id, e.type) for e in events[-2:]] == [(4, "error"), (5, "end")]
+            await store.reserve_ids([("r2", 4096)])
+            assert await store.id_ceiling("r2") == 4096
+        finally:
+            await store.close()
+
+    asyncio.run(main())
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT version FROM svc_schema").fetchone() == (len(MIGRATIONS),)

@@ -25,5 +25,9 @@ class Controls:
     """Set by a node as it returns (`stubborn`: once it stopped ignoring cancels)."""
     cancels_ignored: int = 0
     """How many cancels `stubborn` caught and ignored."""
+    burst: int = 0
+    """How many custom events `burst` writes."""
+    burst_pause_s: float = 0.0
+    """`burst` sleeps this long after every 100 of them (0: as fast as LangGraph goes)."""
     llm: BaseChatModel = field(default_factory=lambda: OfflineChatModel(token_delay_s=0))
     """The model of `streams` (the built-in offline one)."""
