@@ -16,8 +16,10 @@ from tests.conftest import _fake_upstream
 from tests.support.fake_openai import FakeOpenAI
 from tests.support.live import LiveServer
 
-RUNS = 80  # before the fix, 20-55 of them kept checkpoints on the 2-core dev machine
+RUNS = 80  # before the fix, 20-80 of them kept checkpoints on the 2-core dev machine
 LONG = "[[tokens=2000]] [[delay=0.01]]"
+ROUNDS = 3  # at most; one is usually enough
+REPEATED = "still running after cancel #1"
 
 
 @pytest.fixture
@@ -68,18 +70,27 @@ def test_rollbacks_under_load_leave_no_checkpoint_behind(loaded: LiveServer) -> 
     reported `end {cancelled, rollback}` kept 1-2 checkpoints, and a later `"input": null` run
     resumed it to the end."""
 
-    async def main() -> tuple[list[dict[str, Any]], dict[str, Any]]:
-        limits = httpx.Limits(max_connections=RUNS)
-        async with httpx.AsyncClient(base_url=loaded.url, timeout=30, limits=limits) as client:
-            # Every run started (202), then every one cancelled at once: a cancel storm.
-            runs = await asyncio.gather(*(_start(client, i) for i in range(RUNS)))
-            records = await asyncio.gather(*(_roll_back(client, run) for run in runs))
-            return records, await _leftovers(client, [r["thread_id"] for r in records])
+    async def storm(client: httpx.AsyncClient, round_: int) -> None:
+        # Every run started (202), then every one cancelled at once: a cancel storm.
+        starts = (_start(client, round_ * RUNS + i) for i in range(RUNS))
+        runs = await asyncio.gather(*starts)
+        records = await asyncio.gather(*(_roll_back(client, run) for run in runs))
+        assert [(r["status"], r["reason"]) for r in records] == [("cancelled", "rollback")] * RUNS
+        left = await _leftovers(client, [r["thread_id"] for r in records])
+        assert left == {"kept": {}, "continued": {}}
 
-    records, left = asyncio.run(main())
-    assert all(r["status"] == "cancelled" and r["reason"] == "rollback" for r in records), [
-        (r["status"], r["reason"]) for r in records if r["reason"] != "rollback"
-    ]
-    assert left == {"kept": {}, "continued": {}}
-    # The load did what the test is about: most cancels had to be repeated.
-    assert loaded.logs().count("still running after cancel #1") >= RUNS // 4
+    async def main() -> list[int]:
+        limits = httpx.Limits(max_connections=RUNS)
+        repeated: list[int] = []
+        async with httpx.AsyncClient(base_url=loaded.url, timeout=30, limits=limits) as client:
+            for round_ in range(ROUNDS):
+                await storm(client, round_)
+                repeated.append(loaded.logs().count(REPEATED) - sum(repeated))
+                if repeated[-1] >= RUNS // 4:
+                    break
+        return repeated
+
+    # The load did what the test is about in at least one storm: many cancels were repeated.
+    # How many varies with the machine's load; another storm is run until one did.
+    repeated = asyncio.run(main())
+    assert repeated[-1] >= RUNS // 4, f"cancels repeated per storm: {repeated}"
