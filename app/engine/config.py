@@ -14,5 +14,9 @@ class EngineConfig:
     cancel_confirm_s: float = 2.0
     finished_runs_cache_bytes: int = 64 * 1024 * 1024
     finished_runs_cache_s: float = 10.0
+    # How long a stopped run waits for the checkpoint writes already inside the saver (its
+    # fence, app/engine/fence.py). They queue for the SQLite connection behind every other
+    # run's: under load that is seconds, so this only catches a write that is stuck.
+    write_fence_s: float = 30.0
     event_flush_s: float = 0.5
     run_retention_s: float = 7 * 24 * 3600.0

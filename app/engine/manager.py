@@ -25,9 +25,15 @@ Design record
   by the bytes of their events (FINISHED_RUNS_CACHE_MB; a count would let a few long runs take
   any amount) and by time (FINISHED_RUNS_CACHE_S: what a burst left behind is let go, so its
   memory can be given back); others are read back from the store on demand.
-- Rollback: a `Mark` of the thread is taken before the run starts. A rollback cancel holds the
-  `end` back until the thread is restored (the run stays STOPPING), so a client that sees `end`
-  sees the old state.
+- A stopped run writes nothing after its `end`. Each run checkpoints through its own fenced
+  saver (app/engine/fence.py); a cancel holds the `end` back (the run stays STOPPING) until the
+  task has ended (or was abandoned), then closes the fence: the writes already inside the saver
+  finish, any later one (a checkpoint LangGraph's loop had not written when a repeated cancel cut
+  its wait short, a step of a node that ignored cancel) is dropped.
+- Rollback: a `Mark` of the thread is taken before the run starts. A rollback cancel rewinds the
+  thread to it once the fence is closed and then writes `end`, so a client that sees `end` sees
+  the old state, for good. If the writes inside the saver do not finish within
+  `write_fence_s`, or the rewind fails, the run ends `rollback_failed` and keeps what it wrote.
 - Idempotency keys (app/engine/idempotency.py): `start_or_attach` looks the key up first, so a
   retry finds its run even while that run holds its thread; starts with one key take turns on
   a lock of that key, so two at once make one run.
@@ -65,6 +71,7 @@ from app.engine.errors import (
 )
 from app.engine.executor import execute
 from app.engine.failures import store_error
+from app.engine.fence import fence_run
 from app.engine.idempotency import KEY_TTL_S, IdempotencyKey, KeyBinding
 from app.engine.ids import ID_RANGE
 from app.engine.limits import RunGuard
@@ -272,6 +279,7 @@ class RunManager:
             on_blocked=self._persister.wake,
         )
         config["callbacks"] = [run.guard]
+        run.fence = fence_run(config, graph.compiled.checkpointer, run_id)
         run.append("metadata", events.metadata(run_id, thread_id, graph.name))
         self._active[run_id] = run
         self._threads[thread_id] = run_id
@@ -322,13 +330,20 @@ class RunManager:
 
     # -- the end ---------------------------------------------------------------------------
 
-    def _finalize(self, run: Run, task: asyncio.Task[None] | None, forced: bool = False) -> None:
+    def _finalize(
+        self,
+        run: Run,
+        task: asyncio.Task[None] | None,
+        forced: bool = False,
+        stopped: bool = False,
+    ) -> None:
         """Write `error`/`end` and retire the run, once: when its task has ended on its own, or
-        (`forced`, or a rollback) when the cancel that stopped it says so."""
+        (`stopped`) when the cancel that stopped it has fenced its writes; `forced`: reported
+        cancelled whatever the task did."""
         if run.phase in (Phase.ENDING, Phase.ENDED):
             return
-        if run.rolling_back and not forced:
-            return  # the rollback writes the end once the thread is restored
+        if run.phase is Phase.STOPPING and not stopped:
+            return  # the stop writes the end once the run's writes are fenced
         record = run.record
         ending = run.end(task, forced)
         self._active.pop(record.run_id, None)
@@ -413,8 +428,19 @@ class RunManager:
 
     async def _stop(self, run: Run) -> None:
         ended = await run.cancel_task(self._config.cancel_confirm_s)
+        fence_s = self._config.write_fence_s
+        quiet = run.fence is None or await run.fence.close(fence_s)
+        if not quiet:
+            log.error(
+                "run %s: a checkpoint write was still going %.1fs after the run stopped; it may"
+                " land after the end",
+                run.run_id,
+                fence_s,
+            )
         rolled_back = False
-        if run.rolling_back and run.mark is not None and self._rewinder is not None:
+        if run.rolling_back and not quiet:
+            run.cancel_reason = "rollback_failed"  # the write would land on the rewound thread
+        elif run.rolling_back and run.mark is not None and self._rewinder is not None:
             try:
                 await self._rewinder.rewind(run.mark)
                 rolled_back = True
@@ -425,12 +451,12 @@ class RunManager:
                 )
                 run.cancel_reason = "rollback_failed"
         run.rolling_back = False
-        # The done callback has run already (or held the end back for the rollback), unless the
-        # task would not end at all; either way, make the end visible now.
+        # The done callback has run already and held the end back, unless the task would not
+        # end at all; either way, make the end visible now.
         task = run.task
         if not ended and task is not None:
             task.add_done_callback(lambda task: _abandoned_task_ended(run.run_id, task))
-        self._finalize(run, task if ended else None, forced=rolled_back or not ended)
+        self._finalize(run, task if ended else None, forced=rolled_back or not ended, stopped=True)
 
     def _fail_live_runs(self, problem: str) -> None:
         """The store cannot be written: end every live run `failed` with `store_unavailable`

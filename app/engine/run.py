@@ -3,13 +3,15 @@ and its phase. `RunManager` (manager.py) owns the collection and the lifecycle.
 
 Design record: a run's state is one phase machine, written only by the manager:
 
-    RUNNING --cancel--> STOPPING --task ended (and rollback done)--> ENDING -> ENDED
-       \\_________________task ended on its own_____________________/
+    RUNNING --cancel--> STOPPING --task ended, writes fenced (and rollback done)--> ENDING -> ENDED
+       \\_________________task ended on its own__________________________________/
 
 `ENDING` is where the terminal events are decided (`decide_end`, a pure function) and written,
 once: `error` (if the run failed) then `end`, then the log is closed (`ENDED`). Whatever ends a
 run (its task, a cancel, a rollback, a task abandoned because it ignores cancel) goes through
-`Run.end`, so there is one writer of the terminal events.
+`Run.end`, so there is one writer of the terminal events. A stopped run leaves STOPPING only
+once its checkpoint writes are fenced (app/engine/fence.py): after `end`, it changes its thread
+no more.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from langchain_core.runnables import RunnableConfig
 from app.engine import events
 from app.engine.codec import LogEvent
 from app.engine.failures import classify
+from app.engine.fence import Fence
 from app.engine.idempotency import IdempotencyKey
 from app.engine.ids import ReservedLog
 from app.engine.limits import RunGuard
@@ -162,7 +165,8 @@ class Run:
         self.task: asyncio.Task[None] | None = None
         self.phase = Phase.RUNNING
         self.cancel_reason: str | None = None
-        self.rolling_back = False
+        self.rolling_back = False  # the cancel that stops it asked for a rollback
+        self.fence: Fence | None = None  # its checkpoint writes (None: the graph has no saver)
         self.stopping: asyncio.Task[None] | None = None
         self.failure: tuple[str, str] | None = None  # why the engine stopped it, if it did
         self.persisted = 0  # the last event id written to the store

@@ -5,6 +5,8 @@ really in effect: each fails if our line is removed or the library stops calling
   in place of its `async_client`).
 - app/streaming/sse.py: sse-starlette sends through `StreamResponse._send_with_timeout`.
 - app/shutdown.py: sse-starlette's automatic drain is off once the handler is installed.
+- app/engine/fence.py: a run checkpoints through its own fenced saver, handed to LangGraph in
+  the config under its private `CONFIG_KEY_CHECKPOINTER`, nested graphs included.
 
 The CPU saving of the first is bounded in tests/bench/test_hot_path_budget.py; aiosqlite's
 `_execute` override in tests/store/test_connection.py; the savers' internals that rollback edits
@@ -22,9 +24,14 @@ from typing import Any
 
 import pytest
 import uvicorn
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.graph import END, START, StateGraph
 from sse_starlette.sse import AppStatus
 from starlette.types import Message, Receive, Scope, Send
+from typing_extensions import TypedDict
 
+from app.engine.fence import Fence, fence_run
 from app.main import create_app
 from app.settings import Settings
 from app.shutdown import GracefulShutdown
@@ -181,3 +188,62 @@ def test_installing_graceful_shutdown_turns_sse_starlettes_own_drain_off(
 
     assert asyncio.run(main()) is False
     assert AppStatus.should_exit is False
+
+
+class _Steps(TypedDict, total=False):
+    steps: list[str]
+
+
+def _nested_graph(saver: InMemorySaver) -> Any:
+    """A root graph with a subgraph added as node `embedded` and one that node `caller` runs
+    with its own `ainvoke`: every kind of graph whose checkpoints a run writes."""
+
+    def step(name: str) -> Any:
+        return lambda state: {"steps": [*state.get("steps", []), name]}
+
+    child = StateGraph(_Steps)
+    child.add_node("inner", step("inner"))
+    child.add_edge(START, "inner")
+    child.add_edge("inner", END)
+    embedded, called = child.compile(), child.compile()
+
+    async def caller(state: _Steps) -> _Steps:
+        return {"steps": (await called.ainvoke(state))["steps"]}
+
+    root = StateGraph(_Steps)
+    root.add_node("embedded", embedded)
+    root.add_node("caller", caller)
+    root.add_edge(START, "embedded")
+    root.add_edge("embedded", "caller")
+    root.add_edge("caller", END)
+    return root.compile(checkpointer=saver)
+
+
+def test_a_run_checkpoints_only_through_its_fenced_saver_nested_graphs_included() -> None:
+    """LangGraph takes the run's checkpointer from the config key `fence_run` sets, for the
+    root graph and for both kinds of subgraph: with the fence open, the graph's own saver gets
+    checkpoints in all three namespaces; with it closed, it gets none at all (if LangGraph
+    ignored the key, it would write to the compiled graph's saver directly)."""
+    saver = InMemorySaver()
+    graph = _nested_graph(saver)
+
+    async def run(thread_id: str, closed: bool) -> Fence:
+        config = RunnableConfig(configurable={"thread_id": thread_id})
+        fence = fence_run(config, graph.checkpointer, f"run-{thread_id}")
+        assert fence is not None
+        if closed:
+            assert await fence.close(1.0)
+        async for _ in graph.astream_events({"steps": []}, config, version="v2"):
+            pass
+        return fence
+
+    opened = asyncio.run(run("open", closed=False))
+    assert opened.dropped == 0
+    namespaces = {ns.split(":")[0] for ns, saved in saver.storage["open"].items() if saved}
+    assert namespaces == {"", "embedded", "caller"}, namespaces
+    assert any(thread == "open" for thread, _, _ in saver.writes)
+
+    fenced = asyncio.run(run("closed", closed=True))
+    assert fenced.dropped > 0
+    assert not any(saver.storage["closed"].values())  # reading it made its empty entries
+    assert not any(thread == "closed" for thread, _, _ in saver.writes)
