@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from bench.cases import cancel, cost, first_token, scale, slow_clients, throughput
+from bench.cases import cancel, cost, first_token, memory, scale, slow_clients, throughput
 from bench.cases._common import Context
 from bench.report import Figure
 
@@ -15,4 +15,5 @@ CASES: dict[str, Callable[[Context], list[Figure]]] = {
     "first_token": first_token.run,
     "cancel": cancel.run,
     "slow_clients": slow_clients.run,
+    "memory": memory.run,
 }
