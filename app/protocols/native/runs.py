@@ -50,12 +50,12 @@ async def _start(
     """The run this request starts, or the one its idempotency key already started (then
     `False`), and what this client receives."""
     entry = registry.require(graph)
+    request = replace(run_request(body, settings, entry), idempotency=key)
     if body.input is not None:
         entry.validate_input(body.input)
-    if "resume" in body.model_fields_set:
+    if request.resuming:
         entry.validate_resume(body.resume)
     chosen = selection(body.stream, entry)
-    request = replace(run_request(body, settings), idempotency=key)
     run, created = await manager.start_or_attach(entry, request)
     return run, created, chosen
 
