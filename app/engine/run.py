@@ -228,12 +228,13 @@ class Run:
             failure=self.failure,
         )
         if ending.error is not None:
+            # The whole detail for the operator; the client's message is scrubbed (failures.py).
             log.warning(
                 "run %s failed (%s): %s",
                 record.run_id,
                 ending.error["code"],
-                ending.error["message"],
-                exc_info=exc if ending.error["code"] == "node_error" else None,
+                f"{type(exc).__name__}: {exc}" if exc is not None else ending.error["message"],
+                exc_info=exc if ending.error["code"] in ("node_error", "tool_error") else None,
             )
             record.error = {"code": ending.error["code"], "message": ending.error["message"]}
             self.append("error", ending.error)
