@@ -6,7 +6,14 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
 from app.engine.errors import InvalidInput, LimitTooHigh
 from app.engine.events import ALWAYS
@@ -84,6 +91,24 @@ class RunBody(BaseModel):
     max_rate: float | None = Field(default=None, ge=0.1, le=1000)
     stream: StreamOptions | None = None
 
+    @model_validator(mode="after")
+    def _encodable(self) -> RunBody:
+        for name in ("input", "resume"):
+            _check_encodable(getattr(self, name), name)
+        if self.config is not None:
+            _check_encodable(self.config.model_dump(exclude_none=True), "config")
+        return self
+
+
+class RunStarted(BaseModel):
+    """`202` of `POST /graphs/{graph}/runs`."""
+
+    run_id: str
+    thread_id: str
+    status: str
+    stream_url: str
+    cancel_url: str
+
 
 class CancelBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -119,9 +144,6 @@ def run_request(body: RunBody, settings: Settings, graph: GraphEntry) -> RunRequ
                 f"config.configurable.{key}: not a key graph {graph.name!r} reads"
                 f" (it reads: {reads})"
             )
-    for name in ("input", "resume", "thread_id"):
-        _check_unicode(getattr(body, name), name)
-    _check_unicode(config.model_dump(exclude_none=True), "config")
     resuming = "resume" in body.model_fields_set
     if resuming and body.thread_id is None:
         raise InvalidInput("resume: needs a thread_id (the paused thread to resume)")
@@ -144,10 +166,10 @@ def run_request(body: RunBody, settings: Settings, graph: GraphEntry) -> RunRequ
     )
 
 
-def _check_unicode(value: Any, where: str) -> None:
-    """`422` naming the first string that is not valid Unicode (a lone surrogate such as
-    `"\\ud800"` is valid JSON, but cannot be encoded as UTF-8, so nothing could store or send
-    it). The walk runs only when the whole value fails to encode."""
+def _check_encodable(value: Any, where: str) -> None:
+    """`422` naming the first value JSON can carry but the service cannot store or send: a
+    string with a lone surrogate (`"\\ud800"`, not valid Unicode, so not UTF-8) or an integer
+    beyond 64 bits. The walk runs only when the whole value fails to encode."""
     try:
         orjson.dumps(value)
         return
@@ -155,13 +177,16 @@ def _check_unicode(value: Any, where: str) -> None:
         pass
     if isinstance(value, str):
         raise InvalidInput(f"{where}: not valid Unicode (a lone surrogate)")
+    if isinstance(value, int) and not isinstance(value, bool):
+        raise InvalidInput(f"{where}: integer out of range (at most 64 bits)")
     if isinstance(value, dict):
         for key, item in value.items():
-            _check_unicode(key, f"{where} key")
-            _check_unicode(item, f"{where}.{key}")
+            _check_encodable(key, f"{where} key")
+            _check_encodable(item, f"{where}.{key}")
     elif isinstance(value, list):
         for index, item in enumerate(value):
-            _check_unicode(item, f"{where}.{index}")
+            _check_encodable(item, f"{where}.{index}")
+    raise InvalidInput(f"{where}: cannot be encoded as JSON")
 
 
 def selection(options: StreamOptions | None, graph: GraphEntry | None) -> Selection:
