@@ -1,4 +1,6 @@
-"""Refuse request bodies over MAX_BODY_BYTES with 413, by Content-Length or while reading."""
+"""Refuse request bodies over MAX_BODY_BYTES with 413 before the whole body is read: at once by
+`Content-Length`, or as soon as the bytes received pass the limit (a chunked body has no
+length). The 413 carries `Connection: close`, so the server stops reading the rest."""
 
 from __future__ import annotations
 
@@ -20,19 +22,30 @@ class BodyLimitMiddleware:
                 await self._refuse(send)
                 return
         seen = 0
+        started = refused = False
 
         async def limited_receive() -> Message:
-            nonlocal seen
+            nonlocal seen, refused
+            if refused:
+                return {"type": "http.disconnect"}
             message = await receive()
             seen += len(message.get("body", b""))
-            if seen > self.max_bytes:
-                raise _TooLarge
+            if seen > self.max_bytes and not started:
+                # Answer now and tell the app the client is gone: whatever it does with that
+                # (FastAPI answers 400 "error parsing the body") is not sent.
+                refused = True
+                await self._refuse(send)
+                return {"type": "http.disconnect"}
             return message
 
-        try:
-            await self.app(scope, limited_receive, send)
-        except _TooLarge:
-            await self._refuse(send)
+        async def guarded_send(message: Message) -> None:
+            nonlocal started
+            if refused:
+                return
+            started = True
+            await send(message)
+
+        await self.app(scope, limited_receive, guarded_send)
 
     async def _refuse(self, send: Send) -> None:
         message = f"the request body is larger than {self.max_bytes} bytes"
@@ -44,11 +57,8 @@ class BodyLimitMiddleware:
                 "headers": [
                     (b"content-type", b"application/json"),
                     (b"content-length", str(len(body)).encode()),
+                    (b"connection", b"close"),
                 ],
             }
         )
         await send({"type": "http.response.body", "body": body})
-
-
-class _TooLarge(Exception):
-    pass

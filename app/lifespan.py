@@ -33,6 +33,7 @@ def engine_config(settings: Settings) -> EngineConfig:
         max_concurrent_runs=settings.max_concurrent_runs,
         max_tokens_per_run=settings.max_tokens_per_run,
         run_timeout_s=settings.run_timeout_s,
+        max_run_log_bytes=int(settings.max_run_log_mb * 1024 * 1024),
         cancel_confirm_s=settings.cancel_confirm_s,
         finished_runs_cache_bytes=int(settings.finished_runs_cache_mb * 1024 * 1024),
         finished_runs_cache_s=settings.finished_runs_cache_s,

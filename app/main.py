@@ -15,6 +15,7 @@ from fastapi.middleware.cors import CORSMiddleware  # noqa: E402
 
 from app.body_limit import BodyLimitMiddleware  # noqa: E402
 from app.forwarded import ForwardedMiddleware  # noqa: E402
+from app.http_guard import install as install_http_guard  # noqa: E402
 from app.lifespan import lifespan  # noqa: E402
 from app.protocols import native  # noqa: E402
 from app.settings import Settings, SettingsError  # noqa: E402
@@ -22,7 +23,9 @@ from app.settings import Settings, SettingsError  # noqa: E402
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings.load()
+    settings.check_database()
     _configure_logging(settings)
+    install_http_guard(settings.max_header_bytes, settings.request_read_timeout_s)
     app = FastAPI(title="LangGraph streaming service", version="0.1.0", lifespan=lifespan(settings))
     app.state.settings = settings
     native.install(app)

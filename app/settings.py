@@ -7,6 +7,8 @@ setting (pydantic-settings names the field; `Settings.load` turns that into one 
 
 from __future__ import annotations
 
+import sqlite3
+from contextlib import closing
 from pathlib import Path
 from typing import Annotated
 
@@ -21,7 +23,12 @@ class SettingsError(RuntimeError):
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+    """Every number has a range (README, "Limits and security"): a value outside it, `inf` or
+    `nan` stops startup with one line naming the setting."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", extra="ignore", frozen=True, allow_inf_nan=False
+    )
 
     # The model. No key: the built-in offline model.
     openai_api_key: str | None = None
@@ -36,22 +43,27 @@ class Settings(BaseSettings):
     sync_node_threads: Annotated[int, Field(ge=1, le=1024)] = 64
 
     # Limits.
-    max_concurrent_runs: Annotated[int, Field(ge=1)] = 100
-    max_tokens_per_run: Annotated[int, Field(ge=1)] = 32768
-    run_timeout_s: Annotated[float, Field(gt=0)] = 300.0
-    max_recursion_limit: Annotated[int, Field(ge=1)] = 100
-    max_body_bytes: Annotated[int, Field(ge=1024)] = 1024 * 1024
+    max_concurrent_runs: Annotated[int, Field(ge=1, le=100_000)] = 100
+    max_tokens_per_run: Annotated[int, Field(ge=1, le=10_000_000)] = 32768
+    run_timeout_s: Annotated[float, Field(gt=0, le=7 * 24 * 3600)] = 300.0
+    max_recursion_limit: Annotated[int, Field(ge=1, le=10_000)] = 100
+    max_body_bytes: Annotated[int, Field(ge=1024, le=64 * 1024 * 1024)] = 1024 * 1024
+    # What one run may store: past it the run ends failed, `run_too_large`.
+    max_run_log_mb: Annotated[float, Field(ge=1, le=4096)] = 32.0
+    # What a connection may send before the app sees its request (app/http_guard.py).
+    max_header_bytes: Annotated[int, Field(ge=4096, le=1024 * 1024)] = 64 * 1024
+    request_read_timeout_s: Annotated[float, Field(ge=0.5, le=600)] = 30.0
 
     # Streams.
-    send_timeout_s: Annotated[float, Field(gt=0)] = 30.0
-    ping_interval_s: Annotated[float, Field(gt=0)] = 15.0
-    cancel_confirm_s: Annotated[float, Field(gt=0)] = 2.0
-    finished_runs_cache_mb: Annotated[float, Field(ge=0)] = 64.0
-    finished_runs_cache_s: Annotated[float, Field(ge=0)] = 10.0
-    memory_trim_s: Annotated[float, Field(gt=0)] = 5.0
-    run_retention_s: Annotated[float, Field(gt=0)] = 7 * 24 * 3600.0
-    event_flush_s: Annotated[float, Field(gt=0, le=60)] = 0.5
-    shutdown_grace_s: Annotated[float, Field(ge=0)] = 8.0
+    send_timeout_s: Annotated[float, Field(ge=0.1, le=3600)] = 30.0
+    ping_interval_s: Annotated[float, Field(ge=0.1, le=3600)] = 15.0
+    cancel_confirm_s: Annotated[float, Field(ge=0.1, le=600)] = 2.0
+    finished_runs_cache_mb: Annotated[float, Field(ge=0, le=1024 * 1024)] = 64.0
+    finished_runs_cache_s: Annotated[float, Field(ge=0, le=7 * 24 * 3600)] = 10.0
+    memory_trim_s: Annotated[float, Field(ge=0.1, le=24 * 3600)] = 5.0
+    run_retention_s: Annotated[float, Field(ge=1, le=10 * 365 * 24 * 3600)] = 7 * 24 * 3600.0
+    event_flush_s: Annotated[float, Field(ge=0.01, le=60)] = 0.5
+    shutdown_grace_s: Annotated[float, Field(ge=0, le=3600)] = 8.0
 
     cors_origins: str = ""
     # Proxies whose X-Forwarded-Proto/-Host/-Prefix are trusted (app/forwarded.py); uvicorn
@@ -62,7 +74,12 @@ class Settings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _known_database(cls, value: str) -> str:
-        if value == "memory://" or value.startswith("sqlite:///"):
+        if value == "memory://":
+            return value
+        if value.startswith("sqlite:///"):
+            path = value.removeprefix("sqlite:///")
+            if not path or path.endswith("/") or "\x00" in path:
+                raise ValueError("sqlite:///PATH needs the path of a file")
             return value
         raise ValueError("must be sqlite:///PATH or memory:// (Postgres support is not built yet)")
 
@@ -96,6 +113,22 @@ class Settings(BaseSettings):
     @property
     def cors_origin_list(self) -> list[str]:
         return [o.strip() for o in self.cors_origins.split(",") if o.strip()]
+
+    def check_database(self) -> None:
+        """Open the SQLite file once (creating its folder): `SettingsError` naming
+        DATABASE_URL if it cannot be, instead of a traceback from inside the startup."""
+        path = self.sqlite_path
+        if path is None:
+            return
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with closing(sqlite3.connect(path)) as conn:
+                conn.execute("PRAGMA user_version").fetchone()
+        except (OSError, sqlite3.Error) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise SettingsError(
+                f"invalid settings: DATABASE_URL: cannot open {str(path)!r}: {reason}"
+            ) from None
 
     @classmethod
     def load(cls) -> Settings:

@@ -11,6 +11,7 @@ class EngineConfig:
     max_concurrent_runs: int = 100
     max_tokens_per_run: int = 32768
     run_timeout_s: float = 300.0
+    max_run_log_bytes: int = 32 * 1024 * 1024
     cancel_confirm_s: float = 2.0
     finished_runs_cache_bytes: int = 64 * 1024 * 1024
     finished_runs_cache_s: float = 10.0

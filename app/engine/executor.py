@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from langchain_core.runnables import RunnableConfig
 
+from app.engine.limits import RunTooLarge
 from app.engine.mapping import STREAM_KWARGS
 
 if TYPE_CHECKING:
@@ -23,8 +24,12 @@ async def execute(
     config: RunnableConfig,
     context: Any,
     timeout_s: float,
+    max_log_bytes: int,
 ) -> None:
+    """Stream the graph into the run's log; `RunTooLarge` (the run ends failed,
+    `run_too_large`) once its events' payloads pass `max_log_bytes`."""
     mapper, append, record = run.mapper, run.log.append, run.record
+    size = 0
     # It is an async generator (it has aclose); the declared type is the looser AsyncIterator.
     stream: AsyncGenerator[dict[str, Any], None] = graph.compiled.astream_events(  # type: ignore[assignment]
         payload, config, version="v2", context=context, **STREAM_KWARGS
@@ -34,4 +39,6 @@ async def execute(
             for event_type, data in mapper.map(raw):
                 if event_type == "token" and record.first_token_ms is None:
                     record.first_token_ms = record.since_start_ms()
-                append(event_type, data)
+                size += len(append(event_type, data).payload)
+                if size > max_log_bytes:
+                    raise RunTooLarge(max_log_bytes)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import re
 import sqlite3
 
 import httpx
@@ -10,7 +11,7 @@ import openai
 from langchain_core.tools import ToolException
 from langgraph.errors import GraphRecursionError
 
-from app.engine.limits import TokenLimitExceeded
+from app.engine.limits import RunTooLarge, TokenLimitExceeded
 
 
 def _chain(exc: BaseException) -> list[BaseException]:
@@ -45,6 +46,8 @@ def classify(exc: BaseException) -> tuple[str, str]:
     for err in _chain(exc):
         if isinstance(err, TokenLimitExceeded):
             return "token_limit", str(err)
+        if isinstance(err, RunTooLarge):
+            return "run_too_large", str(err)
         if isinstance(err, TimeoutError):
             return "timeout", "the run took longer than its timeout"
         if isinstance(err, GraphRecursionError):
@@ -75,6 +78,24 @@ def _node(exc: BaseException) -> str | None:
     return None
 
 
+# What a message to a client must not carry (the log keeps the whole text, with the run id).
+_SECRETS = (
+    (re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"<>]+"), "<url>"),
+    (re.compile(r"(?<![\w/.:])(?:~|\.{1,2})?/(?:[\w.@+-]+/)+[\w.@+-]*"), "<path>"),
+    (re.compile(r"\b[A-Za-z]:\\[^\s'\"]+"), "<path>"),
+    (re.compile(r"(?i)\bbearer\s+[^\s'\"]+"), "Bearer <key>"),
+    (re.compile(r"\b(?:sk|pk|rk|key)-[A-Za-z0-9_-]{6,}"), "<key>"),
+    (re.compile(r"(?i)\b(api[_-]?key|token|secret|password)=[^\s&'\"]+"), r"\1=<redacted>"),
+)
+
+
+def scrub(text: str) -> str:
+    """`text` without URLs, file paths or keys."""
+    for pattern, replacement in _SECRETS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
 def _short(exc: BaseException, limit: int = 300) -> str:
-    text = " ".join(str(exc).split())
+    text = scrub(" ".join(str(exc).split()))
     return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -30,6 +30,14 @@ class TokenLimitExceeded(Exception):
         self.limit = limit
 
 
+class RunTooLarge(Exception):
+    """The run's event log passed its byte budget (MAX_RUN_LOG_MB)."""
+
+    def __init__(self, limit_bytes: int) -> None:
+        mb = limit_bytes / (1024 * 1024)
+        super().__init__(f"the run's events passed the server's limit of {mb:g} MB")
+
+
 class RunGuard(BaseCallbackHandler):
     raise_error = True
     run_inline = True

@@ -303,7 +303,8 @@ class RunManager:
         timeout = request.timeout_s or self._config.run_timeout_s
         context = self._context if graph.takes_model_context else None
         run.task = asyncio.create_task(
-            execute(run, graph, payload, config, context, timeout), name=f"run:{run_id}"
+            execute(run, graph, payload, config, context, timeout, self._config.max_run_log_bytes),
+            name=f"run:{run_id}",
         )
         run.task.add_done_callback(lambda task: self._finalize(run, task))
         log.info("run %s started: graph=%s thread=%s", run_id, graph.name, thread_id)

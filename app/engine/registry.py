@@ -2,6 +2,8 @@
 
 A graph that pauses with `interrupt()` may export `resume_schema` (a TypedDict or model): the
 `resume` value of a run is then checked against it before the run starts (422 naming the field).
+A graph whose nodes read keys of `config["configurable"]` names them in `configurable_keys` (a
+tuple of str): a client may set those, and no other (app/protocols/native/schemas.py).
 
 A module that fails to import, or whose `graph` fails to compile, stops startup with a
 `GraphLoadError` naming it: a service silently missing a graph is worse than one that does not
@@ -45,6 +47,7 @@ class GraphEntry:
     takes_model_context: bool
     resume_schema: dict[str, Any] | None = None
     _resume_adapter: TypeAdapter[Any] | None = None
+    configurable_keys: frozenset[str] = frozenset()
 
     def validate_input(self, value: Any) -> dict[str, Any]:
         """Check `value` against the graph's input schema; 422 naming the field if wrong."""
@@ -67,6 +70,8 @@ class GraphEntry:
         }
         if self.resume_schema is not None:
             summary["resume_schema"] = self.resume_schema
+        if self.configurable_keys:
+            summary["configurable_keys"] = sorted(self.configurable_keys)
         return summary
 
 
@@ -184,7 +189,18 @@ def _compile(
         takes_model_context=builder.context_schema is context_type,
         resume_schema=resume_adapter.json_schema() if resume_adapter else None,
         _resume_adapter=resume_adapter,
+        configurable_keys=_configurable_keys(name, module),
     )
+
+
+def _configurable_keys(name: str, module: Any) -> frozenset[str]:
+    keys = getattr(module, "configurable_keys", ())
+    if not all(isinstance(k, str) and k and not k.startswith("__") for k in keys):
+        raise GraphLoadError(f"graph {name!r}: `configurable_keys` must be names (str, no `__`)")
+    reserved = set(keys) & {"thread_id", "checkpoint_ns", "checkpoint_id", "checkpoint_map"}
+    if reserved:
+        raise GraphLoadError(f"graph {name!r}: `configurable_keys` names a key the server owns")
+    return frozenset(keys)
 
 
 def output_keys_of(schema: dict[str, Any]) -> frozenset[str] | None:

@@ -60,16 +60,21 @@ class RunRequest:
         return self.resume is not _UNSET
 
     def run_config(self, thread_id: str) -> RunnableConfig:
+        """LangGraph's config for the run. `config` holds only what a protocol let a client set
+        (tags, metadata, run_name, the graph's own configurable keys); the thread is the
+        server's and always wins."""
         extra = self.config
         configurable = dict(extra.get("configurable") or {})
         configurable["thread_id"] = thread_id
         config = RunnableConfig(
             configurable=configurable, recursion_limit=self.recursion_limit or 25
         )
-        if isinstance(extra.get("tags"), list):
+        if extra.get("tags"):
             config["tags"] = [str(t) for t in extra["tags"]]
-        if isinstance(extra.get("metadata"), dict):
-            config["metadata"] = extra["metadata"]
+        if extra.get("metadata"):
+            config["metadata"] = dict(extra["metadata"])
+        if extra.get("run_name"):
+            config["run_name"] = str(extra["run_name"])
         return config
 
 
@@ -223,12 +228,13 @@ class Run:
             failure=self.failure,
         )
         if ending.error is not None:
+            # The whole detail for the operator; the client's message is scrubbed (failures.py).
             log.warning(
                 "run %s failed (%s): %s",
                 record.run_id,
                 ending.error["code"],
-                ending.error["message"],
-                exc_info=exc if ending.error["code"] == "node_error" else None,
+                f"{type(exc).__name__}: {exc}" if exc is not None else ending.error["message"],
+                exc_info=exc if ending.error["code"] in ("node_error", "tool_error") else None,
             )
             record.error = {"code": ending.error["code"], "message": ending.error["message"]}
             self.append("error", ending.error)

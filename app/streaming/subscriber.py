@@ -179,9 +179,17 @@ class FanOut:
                 cursor = events[taken - 1].id if taken < len(events) else batch[-1].id
                 for part in sends((frame,)):
                     yield part
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(interval):
-                        await self._unpaced.wait()
+                # The slot's wait, with pings when it is longer than the ping interval.
+                deadline = clock() + interval
+                while not self._unpaced.is_set():
+                    left = deadline - clock()
+                    if left <= 0:
+                        break
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(min(left, ping_s)):
+                            await self._unpaced.wait()
+                    if not self._unpaced.is_set() and deadline - clock() > 0:
+                        yield encoder.ping
                 continue
             if len(events) == 1:
                 parts: Iterable[bytes] = sends(_framed(encoder, events[0]))

@@ -247,3 +247,16 @@ def test_a_run_checkpoints_only_through_its_fenced_saver_nested_graphs_included(
     assert fenced.dropped > 0
     assert not any(saver.storage["closed"].values())  # reading it made its empty entries
     assert not any(thread == "closed" for thread, _, _ in saver.writes)
+
+
+def test_the_http_guard_wraps_uvicorns_protocols() -> None:
+    """app/http_guard.py wraps uvicorn's httptools and h11 protocol classes in place (uvicorn
+    resolves the class before it imports the app); each wrapper must be in effect."""
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    from app.http_guard import install, installed
+
+    install(64 * 1024, 30.0)
+    assert installed()
+    for name in ("on_headers_complete", "on_message_complete", "data_received"):
+        assert hasattr(HttpToolsProtocol, name)

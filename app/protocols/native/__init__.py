@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from app.protocols.native import graphs, health, runs, threads
+from app.protocols.native import graphs, health, openapi, runs, threads
 from app.protocols.native.errors import install_handlers
 
 
@@ -15,3 +15,4 @@ def install(app: FastAPI) -> None:
     app.include_router(runs.router)
     app.include_router(threads.router)
     app.include_router(health.router)
+    openapi.install(app)

@@ -34,8 +34,11 @@ from app.engine.errors import (
     TooManyRuns,
     Unsupported,
 )
+from app.protocols.native.schemas import ClientConfig
 
 log = logging.getLogger("app.protocols.native")
+PARSE_ERROR = "There was an error parsing the body"
+CLIENT_CONFIG = ", ".join(ClientConfig.model_fields)
 
 STATUS: dict[type[EngineError], int] = {
     NotFound: 404,
@@ -84,11 +87,18 @@ def install_handlers(app: FastAPI) -> None:
         if any(err.get("type") == "json_invalid" for err in errors):
             return JSONResponse(error_body("malformed_json", "the body is not valid JSON"), 400)
         first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
-        message = f"{_field(tuple(first.get('loc', ())))}: {first.get('msg', 'invalid')}"
-        return JSONResponse(error_body("invalid_input", message), 422)
+        field = _field(tuple(first.get("loc", ())))
+        reason = str(first.get("msg", "invalid"))
+        if first.get("type") == "extra_forbidden" and field.startswith("config."):
+            reason = f"a client may not set this (it may set: {CLIENT_CONFIG})"
+        return JSONResponse(error_body("invalid_input", f"{field}: {reason}"[:500]), 422)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400 and exc.detail == PARSE_ERROR:
+            # FastAPI's answer to a body json.loads cannot read at all: not UTF-8, nested
+            # deeper than the parser's recursion limit.
+            return JSONResponse(error_body("malformed_json", "the body is not valid JSON"), 400)
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return JSONResponse(
             error_body(code, str(exc.detail)),

@@ -7,11 +7,12 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from app.protocols.native.deps import RegistryDep
+from app.protocols.native.openapi import errors
 
 router = APIRouter()
 
 
-@router.get("/graphs")
+@router.get("/graphs", responses=errors())
 async def list_graphs(registry: RegistryDep, request: Request) -> dict[str, Any]:
     return {
         "model": request.app.state.model_info,
@@ -19,7 +20,7 @@ async def list_graphs(registry: RegistryDep, request: Request) -> dict[str, Any]
     }
 
 
-@router.get("/graphs/{graph}")
+@router.get("/graphs/{graph}", responses=errors(404))
 async def get_graph(graph: str, registry: RegistryDep, request: Request) -> dict[str, Any]:
     entry = registry.require(graph)
     return {

@@ -10,16 +10,17 @@ from fastapi.responses import JSONResponse
 
 from app.protocols.native.deps import FanOutDep, ManagerDep, RegistryDep
 from app.protocols.native.errors import error_body
+from app.protocols.native.openapi import errors
 
 router = APIRouter()
 
 
-@router.get("/healthz")
+@router.get("/healthz", responses=errors())
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", response_model=None)
+@router.get("/readyz", response_model=None, responses=errors(503))
 async def readyz(
     request: Request, registry: RegistryDep, manager: ManagerDep, fanout: FanOutDep
 ) -> dict[str, Any] | JSONResponse:

@@ -20,9 +20,11 @@ from app.protocols.native.deps import (
     TenantDep,
 )
 from app.protocols.native.encoder import HEADERS, NativeEncoder
+from app.protocols.native.openapi import SSE_OK, EventStream, errors
 from app.protocols.native.schemas import (
     CancelBody,
     RunBody,
+    RunStarted,
     StreamOptions,
     run_request,
     selection,
@@ -50,12 +52,12 @@ async def _start(
     """The run this request starts, or the one its idempotency key already started (then
     `False`), and what this client receives."""
     entry = registry.require(graph)
+    request = replace(run_request(body, settings, entry), idempotency=key)
     if body.input is not None:
         entry.validate_input(body.input)
-    if "resume" in body.model_fields_set:
+    if request.resuming:
         entry.validate_resume(body.resume)
     chosen = selection(body.stream, entry)
-    request = replace(run_request(body, settings), idempotency=key)
     run, created = await manager.start_or_attach(entry, request)
     return run, created, chosen
 
@@ -100,7 +102,12 @@ def _response(
     return StreamResponse(frames, send_timeout_s=settings.send_timeout_s, headers=HEADERS)
 
 
-@router.post("/graphs/{graph}/stream", response_model=None)
+@router.post(
+    "/graphs/{graph}/stream",
+    response_model=None,
+    response_class=EventStream,
+    responses={**SSE_OK, **errors(400, 404, 409, 413, 422, 429, 503)},
+)
 async def stream_new_run(
     graph: str,
     body: RunBody,
@@ -127,7 +134,12 @@ async def stream_new_run(
     return _response(fanout, run, cursor, chosen, settings, body.max_rate, on_close)
 
 
-@router.post("/graphs/{graph}/runs", status_code=202)
+@router.post(
+    "/graphs/{graph}/runs",
+    status_code=202,
+    response_model=RunStarted,
+    responses=errors(400, 404, 409, 413, 422, 429, 503),
+)
 async def start_background_run(
     graph: str,
     body: RunBody,
@@ -148,7 +160,13 @@ async def start_background_run(
     }
 
 
-@router.get("/runs/{run_id}/stream", name="stream_run", response_model=None)
+@router.get(
+    "/runs/{run_id}/stream",
+    name="stream_run",
+    response_model=None,
+    response_class=EventStream,
+    responses={**SSE_OK, **errors(404, 422)},
+)
 async def stream_run(
     run_id: str,
     manager: ManagerDep,
@@ -192,12 +210,17 @@ def _cursor(value: str | None) -> int:
     return cursor
 
 
-@router.get("/runs/{run_id}")
+@router.get("/runs/{run_id}", responses=errors(404))
 async def get_run(run_id: str, manager: ManagerDep) -> dict[str, Any]:
     return (await manager.record(run_id)).as_dict()
 
 
-@router.post("/runs/{run_id}/cancel", name="cancel_run", status_code=202)
+@router.post(
+    "/runs/{run_id}/cancel",
+    name="cancel_run",
+    status_code=202,
+    responses=errors(400, 404, 413, 422, 503),
+)
 async def cancel_run(
     run_id: str, manager: ManagerDep, body: Annotated[CancelBody | None, Body()] = None
 ) -> dict[str, Any]:

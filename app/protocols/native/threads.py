@@ -10,11 +10,12 @@ from langchain_core.runnables import RunnableConfig
 from app.engine.errors import NotFound
 from app.engine.jsonable import to_jsonable
 from app.protocols.native.deps import ManagerDep, RegistryDep
+from app.protocols.native.openapi import errors
 
 router = APIRouter()
 
 
-@router.get("/threads/{thread_id}")
+@router.get("/threads/{thread_id}", responses=errors(404))
 async def get_thread(thread_id: str, registry: RegistryDep, manager: ManagerDep) -> dict[str, Any]:
     """Values, next nodes and pending interrupts at the thread's newest checkpoint.
 

@@ -1,0 +1,113 @@
+"""The live server fuzzed from its own `/openapi.json` with schemathesis: no `5xx`, and every
+response is what the schema says (a documented status, its content type, its body schema).
+
+Fixed seed (`derandomize`), at most 25 examples per operation. Every request is sent with
+each entry of `HEADER_SETS`: the variant with an API key is one more entry once keys exist.
+What a failure found becomes a regression test in tests/api/test_hostile.py."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, Phase, given, settings
+from schemathesis import Case
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+from tests.support.live import LiveServer
+
+HEADER_SETS: dict[str, dict[str, str]] = {"no key": {}}
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+]
+
+
+@pytest.fixture(scope="module")
+def fuzzed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """Only the shipped graphs (the schema names their inputs), the offline model at full
+    speed, and room for every run the fuzzer starts."""
+    server = LiveServer(
+        tmp_path_factory.mktemp("fuzz"),
+        {"GRAPHS_DIR": "graphs", "OFFLINE_TOKEN_DELAY_S": "0", "MAX_CONCURRENT_RUNS": "1000"},
+    ).start()
+    yield server
+    server.stop()
+
+
+def _fuzz(operation: Any, url: str, statuses: Counter[tuple[str, int]]) -> None:
+    """Up to 25 generated requests to one operation, each sent with every header set; raises
+    what schemathesis found."""
+    label = operation.label
+
+    @given(case=operation.as_strategy())
+    @settings(
+        max_examples=25,
+        derandomize=True,
+        deadline=None,
+        suppress_health_check=list(HealthCheck),
+        database=None,
+        phases=[Phase.explicit, Phase.generate],
+    )
+    def call(case: Case[Any]) -> None:
+        for headers in HEADER_SETS.values():
+            response = case.call_and_validate(
+                base_url=url, headers=headers, checks=CHECKS, timeout=15
+            )
+            statuses[label, response.status_code] += 1
+
+    call()
+
+
+def test_the_server_answers_as_its_schema_says(fuzzed: LiveServer) -> None:
+    api = schemathesis.openapi.from_url(f"{fuzzed.url}/openapi.json")
+    found: dict[str, str] = {}
+    statuses: Counter[tuple[str, int]] = Counter()
+    for result in api.get_all_operations():
+        operation = result.ok()  # type: ignore[union-attr]  # an Err raises here: a bad schema
+        try:
+            _fuzz(operation, fuzzed.url, statuses)
+        except Exception as exc:  # every operation's first failure, then one assert
+            found[operation.label] = str(exc)[:2000]
+    assert not found, "\n\n".join(f"{label}:\n{text}" for label, text in found.items())
+    # The schema is good enough for a fuzzer to start real runs, not only to be refused.
+    for graph in ("agent", "approval", "chat", "report"):
+        assert statuses[f"POST /graphs/{graph}/runs", 202] > 0, statuses
+        assert statuses[f"POST /graphs/{graph}/stream", 200] > 0, statuses
+    print(sorted(statuses.items()))
+
+
+def test_the_schema_names_the_graphs_and_documents_streams(fuzzed: LiveServer) -> None:
+    import httpx
+
+    spec = httpx.get(f"{fuzzed.url}/openapi.json").json()
+    stream = spec["paths"]["/graphs/chat/stream"]["post"]
+    assert list(stream["responses"]["200"]["content"]) == ["text/event-stream"]
+    assert set(stream["responses"]) >= {"200", "204", "400", "404", "409", "413", "422", "429"}
+    for status in ("404", "422", "500"):
+        ref = stream["responses"][status]["content"]["application/json"]["schema"]["$ref"]
+        assert ref.endswith("/ErrorBody")
+    watch = spec["paths"]["/runs/{run_id}/stream"]["get"]
+    assert list(watch["responses"]["200"]["content"]) == ["text/event-stream"]
+    one = spec["paths"]["/graphs/{graph}"]["get"]
+    graph = next(p for p in one["parameters"] if p["name"] == "graph")
+    assert graph["schema"]["enum"] == ["agent", "approval", "chat", "report"]
+    for name in graph["schema"]["enum"]:
+        for route in ("stream", "runs"):
+            body = spec["paths"][f"/graphs/{name}/{route}"]["post"]["requestBody"]
+            ref = body["content"]["application/json"]["schema"]["$ref"]
+            assert ref == f"#/components/schemas/RunBody_{name}"
+    chat = spec["components"]["schemas"]["chat_input"]
+    assert chat["required"] == ["query"]
+    agent = spec["components"]["schemas"]["agent_input"]
+    assert agent["properties"]["messages"]["items"]["$ref"].endswith("/agent_InputMessage")
