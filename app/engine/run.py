@@ -36,6 +36,7 @@ from app.engine.limits import RunGuard
 from app.engine.mapping import EventMapper
 from app.engine.ports import EventLog, EventLogReader, Mark
 from app.engine.record import RunRecord, RunStatus
+from app.engine.tenancy import DEFAULT_TENANT
 
 log = logging.getLogger("app.engine")
 
@@ -54,12 +55,14 @@ class RunRequest:
     timeout_s: float | None = None
     recursion_limit: int | None = None
     idempotency: IdempotencyKey | None = None
+    tenant: str = DEFAULT_TENANT
 
     @property
     def resuming(self) -> bool:
         return self.resume is not _UNSET
 
     def run_config(self, thread_id: str) -> RunnableConfig:
+        """The run's LangGraph config; `thread_id` is the checkpointer's (tenant-qualified)."""
         extra = self.config
         configurable = dict(extra.get("configurable") or {})
         configurable["thread_id"] = thread_id
