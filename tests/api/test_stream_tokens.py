@@ -29,7 +29,8 @@ def _run(server: LiveServer, key: str = ALICE_KEY, query: str = "hi") -> dict[st
 
 
 def _token(run: dict[str, Any]) -> str:
-    (token,) = parse_qs(urlsplit(run["stream_url"]).query)["token"]
+    url: str = run["stream_url"]
+    (token,) = parse_qs(urlsplit(url).query)["token"]
     return token
 
 
