@@ -446,10 +446,9 @@ class RunManager:
         """`cancel` for the engine's own callers, whoever's the run is."""
         run = self._active.get(run_id)
         if run is None or run.done:
-            found = await self._find_record(run_id)
-            if found is None:
+            record = await self._find_record(run_id)
+            if record is None:
                 raise NotFound(f"no run with id {run_id!r}", code="run_not_found")
-            record = found
             if run is None and record.ended_at is None:
                 await self._broker.publish(run_id, "rollback" if roll_back else "interrupt")
             return record
