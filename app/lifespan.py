@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import secrets
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -14,7 +15,8 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from app.backends import open_backends
+from app.auth.tokens import SECRET_NAME, StreamTokens
+from app.backends import Backends, open_backends
 from app.engine.config import EngineConfig
 from app.engine.manager import RunManager
 from app.engine.registry import GraphRegistry
@@ -80,6 +82,7 @@ def lifespan(settings: Settings) -> Any:
                     app.state.fanout = FanOut()
                     app.state.ready = backends.ready
                     app.state.llm = llm
+                    app.state.stream_tokens = await _stream_tokens(settings, backends)
                     app.state.model_info = describe_model(llm)
                     _log_startup(settings, registry, manager, app.state.model_info)
                     graceful = GracefulShutdown(
@@ -107,6 +110,17 @@ def lifespan(settings: Settings) -> Any:
     return _lifespan
 
 
+async def _stream_tokens(settings: Settings, backends: Backends) -> StreamTokens | None:
+    """The signer of stream URLs when there are API keys (app/auth/tokens.py)."""
+    if settings.key_ring is None:
+        return None
+    if settings.stream_token_secret is not None:
+        secret = settings.stream_token_secret.get_secret_value().encode()
+    else:
+        secret = await backends.store.secret(SECRET_NAME, secrets.token_bytes(32))
+    return StreamTokens(secret, settings.run_timeout_s + settings.stream_token_ttl_s)
+
+
 def _log_startup(
     settings: Settings, registry: GraphRegistry, manager: RunManager, model: dict[str, object]
 ) -> None:
@@ -117,6 +131,16 @@ def _log_startup(
             "model: %s at %s", settings.llm_model, settings.openai_base_url or "api.openai.com"
         )
     log.info("graphs: %s; store: %s", ", ".join(registry), settings.database_url)
+    keys = settings.key_ring
+    if keys is None:
+        log.warning(
+            "auth: OFF (API_KEYS is not set): anyone who can reach this port can start, read"
+            " and cancel every run"
+        )
+    else:
+        log.info(
+            "auth: %d API keys, tenants: %s", len(keys.entries), ", ".join(sorted(keys.tenants))
+        )
     if manager.recovered:
         log.warning(
             "%d runs were cut off by the last stop: reported failed", len(manager.recovered)

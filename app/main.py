@@ -13,6 +13,7 @@ import sys  # noqa: E402
 from fastapi import FastAPI  # noqa: E402
 from fastapi.middleware.cors import CORSMiddleware  # noqa: E402
 
+from app.auth.middleware import AuthMiddleware  # noqa: E402
 from app.body_limit import BodyLimitMiddleware  # noqa: E402
 from app.forwarded import ForwardedMiddleware  # noqa: E402
 from app.http_guard import install as install_http_guard  # noqa: E402
@@ -29,17 +30,39 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="LangGraph streaming service", version="0.1.0", lifespan=lifespan(settings))
     app.state.settings = settings
     native.install(app)
+    # The last added is the outermost: Forwarded -> CORS -> Auth -> BodyLimit -> routes, so a
+    # preflight never needs a key, a 401 carries the CORS headers a page needs to read it, and
+    # no body is read for a request without a key.
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(AuthMiddleware, keys=settings.key_ring)
     if settings.cors_origin_list:
         app.add_middleware(
             CORSMiddleware,
             allow_origins=settings.cors_origin_list,
             allow_methods=["GET", "POST"],
-            allow_headers=["*"],
-            expose_headers=["Retry-After"],
+            allow_headers=CORS_REQUEST_HEADERS,
+            expose_headers=CORS_EXPOSED_HEADERS,
+            max_age=600,
         )
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(ForwardedMiddleware, trusted=settings.forwarded_allow_ips)
     return app
+
+
+CORS_REQUEST_HEADERS = [
+    "Authorization",
+    "X-Api-Key",
+    "Content-Type",
+    "Last-Event-ID",
+    "Idempotency-Key",
+]
+CORS_EXPOSED_HEADERS = [
+    "Location",
+    "Content-Location",
+    "Retry-After",
+    "RateLimit-Limit",
+    "RateLimit-Remaining",
+    "RateLimit-Reset",
+]
 
 
 def _configure_logging(settings: Settings) -> None:

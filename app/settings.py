@@ -12,9 +12,10 @@ from contextlib import closing
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from app.auth.keys import KeyRing, parse_keys
 from app.forwarded import parse_trusted
 
 
@@ -65,6 +66,11 @@ class Settings(BaseSettings):
     event_flush_s: Annotated[float, Field(ge=0.01, le=60)] = 0.5
     shutdown_grace_s: Annotated[float, Field(ge=0, le=3600)] = 8.0
 
+    # Keys and tenants (app/auth/). Secrets: never in a repr, a log or an error message.
+    api_keys: SecretStr = SecretStr("")
+    stream_token_secret: SecretStr | None = None
+    stream_token_ttl_s: Annotated[float, Field(ge=0, le=30 * 24 * 3600)] = 3600.0
+
     cors_origins: str = ""
     # Proxies whose X-Forwarded-Proto/-Host/-Prefix are trusted (app/forwarded.py); uvicorn
     # reads the same variable from the environment for X-Forwarded-Proto/-For.
@@ -89,6 +95,33 @@ class Settings(BaseSettings):
         parse_trusted(value)
         return value
 
+    @field_validator("api_keys")
+    @classmethod
+    def _valid_keys(cls, value: SecretStr) -> SecretStr:
+        parse_keys(value.get_secret_value())
+        return value
+
+    @field_validator("stream_token_secret")
+    @classmethod
+    def _strong_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value():
+            return None
+        if value is not None and len(value.get_secret_value()) < 32:
+            raise ValueError("must be at least 32 characters (or unset: one is kept in the store)")
+        return value
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _explicit_origins(cls, value: str) -> str:
+        for origin in (o.strip() for o in value.split(",")):
+            if origin == "*":
+                raise ValueError("list the origins allowed (a wildcard would let any page in)")
+            if origin and not origin.startswith(("http://", "https://")):
+                raise ValueError(f"{origin!r} is not an origin such as https://app.example.com")
+            if origin.endswith("/"):
+                raise ValueError(f"{origin!r}: an origin has no path (drop the trailing '/')")
+        return value
+
     @field_validator("log_level")
     @classmethod
     def _known_level(cls, value: str) -> str:
@@ -109,6 +142,11 @@ class Settings(BaseSettings):
     @property
     def graph_dirs(self) -> list[Path]:
         return [Path(p.strip()) for p in self.graphs_dir.split(",") if p.strip()]
+
+    @property
+    def key_ring(self) -> KeyRing | None:
+        """The API keys (None: no auth)."""
+        return parse_keys(self.api_keys.get_secret_value())
 
     @property
     def cors_origin_list(self) -> list[str]:

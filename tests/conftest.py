@@ -10,6 +10,7 @@ import pytest
 
 from tests.support.fake_openai import FakeOpenAI
 from tests.support.live import LiveServer
+from tests.support.pages import PageServer
 
 
 @pytest.fixture(scope="session")
@@ -69,6 +70,36 @@ def tight(fake: FakeOpenAI, tmp_path_factory: pytest.TempPathFactory) -> Iterato
 def offline_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     """The service with no key: the built-in offline model."""
     yield from _serve(tmp_path_factory.mktemp("offline"), {})
+
+
+# API keys of `auth_server`: two named tenants and a bare key (its own tenant).
+ALICE_KEY = "alice-key-0123456789abcdef"
+BOB_KEY = "bob-key-0123456789abcdef00"
+BARE_KEY = "bare-key-0123456789abcdef0"
+AUTH_KEYS = f"alice={ALICE_KEY},bob={BOB_KEY},{BARE_KEY}"
+
+
+@pytest.fixture(scope="session")
+def page_origins() -> Iterator[tuple[str, str]]:
+    """Two web servers serving a blank page: the origin `auth_server` allows, and one it
+    does not (for the browser tests of CORS)."""
+    allowed, refused = PageServer().start(), PageServer().start()
+    yield allowed.origin, refused.origin
+    allowed.stop()
+    refused.stop()
+
+
+@pytest.fixture(scope="session")
+def auth_server(
+    fake: FakeOpenAI, tmp_path_factory: pytest.TempPathFactory, page_origins: tuple[str, str]
+) -> Iterator[LiveServer]:
+    """The service with API keys (`AUTH_KEYS`) and CORS for `page_origins[0]`."""
+    yield from _serve(
+        tmp_path_factory.mktemp("auth"),
+        _fake_upstream(
+            fake, LLM_MODEL="fake-model", API_KEYS=AUTH_KEYS, CORS_ORIGINS=page_origins[0]
+        ),
+    )
 
 
 @pytest.fixture

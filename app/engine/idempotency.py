@@ -2,8 +2,7 @@
 
 Design record
 - A key is bound per tenant: `(tenant, key) -> run_id`, with a fingerprint of the request that
-  created the run. Tenants do not exist yet; every request is `DEFAULT_TENANT` until auth
-  fills it in, so the mapping and its storage already have their final shape.
+  created the run (app/engine/tenancy.py: without API keys every request is `DEFAULT_TENANT`).
 - A binding lasts `KEY_TTL_S` (24 h) from its creation. The same key with the same
   fingerprint within that time is the same run; with another fingerprint it is
   `409 idempotency_mismatch`. After it, the key starts a new run (and is bound to it).
@@ -23,8 +22,9 @@ from typing import Any
 import orjson
 
 from app.engine.errors import InvalidInput
+from app.engine.tenancy import DEFAULT_TENANT
 
-DEFAULT_TENANT = "default"
+__all__ = ["DEFAULT_TENANT", "IdempotencyKey", "KeyBinding", "check_key", "fingerprint"]
 KEY_TTL_S = 24 * 3600.0
 MAX_KEY_LENGTH = 255
 

@@ -34,6 +34,9 @@ Design record
   thread to it once the fence is closed and then writes `end`, so a client that sees `end` sees
   the old state, for good. If the writes inside the saver do not finish within
   `write_fence_s`, or the rewind fails, the run ends `rollback_failed` and keeps what it wrote.
+- Tenants (app/engine/tenancy.py): every lookup takes the caller's tenant, and another
+  tenant's run or thread is `NotFound` as if it did not exist. The checkpointer, the rewinder
+  and `_threads` see the tenant-qualified thread id; records, events and clients the client's.
 - Idempotency keys (app/engine/idempotency.py): `start_or_attach` looks the key up first, so a
   retry finds its run even while that run holds its thread; starts with one key take turns on
   a lock of that key, so two at once make one run.
@@ -55,6 +58,7 @@ from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any
 
+from langchain_core.runnables import RunnableConfig
 from langgraph.types import Command
 
 from app.engine import events, recovery
@@ -81,6 +85,7 @@ from app.engine.ports import CancelBroker, LogFactory, Mark, Rewinder, RunStore
 from app.engine.record import RunRecord
 from app.engine.registry import GraphEntry, GraphRegistry
 from app.engine.run import Phase, Run, RunRequest
+from app.engine.tenancy import DEFAULT_TENANT, check_thread_id, checkpoint_thread
 
 log = logging.getLogger("app.engine")
 
@@ -106,7 +111,7 @@ class RunManager:
         self._rewinder = rewinder
         self.worker_id = uuid.uuid4().hex
         self._active: dict[str, Run] = {}
-        self._threads: dict[str, str] = {}
+        self._threads: dict[str, str] = {}  # checkpointer thread id -> its run in progress
         self._finished: OrderedDict[str, tuple[Run, float]] = OrderedDict()
         self._finished_bytes = 0
         self.released = 0  # runs that have left memory (ended, then out of the cache)
@@ -148,24 +153,23 @@ class RunManager:
 
     # -- lookup ----------------------------------------------------------------------------
 
-    async def record(self, run_id: str) -> RunRecord:
-        """The run's record; a run no longer in memory is read from the store (not its events)."""
-        run = self._active.get(run_id) or self._cached(run_id)
-        if run is not None:
-            return run.record
-        record = await self._store.load_record(run_id)
-        if record is None:
-            raise NotFound(f"no run with id {run_id!r}", code="run_not_found")
-        return record
+    async def record(self, run_id: str, *, tenant: str = DEFAULT_TENANT) -> RunRecord:
+        """The tenant's run's record; a run no longer in memory is read from the store (not
+        its events)."""
+        return _owned(await self._find_record(run_id), run_id, tenant)
 
-    async def get(self, run_id: str) -> Run:
-        """The run with its event log (read back from the store if it is no longer in memory)."""
+    async def _find_record(self, run_id: str) -> RunRecord | None:
+        run = self._active.get(run_id) or self._cached(run_id)
+        return run.record if run is not None else await self._store.load_record(run_id)
+
+    async def get(self, run_id: str, *, tenant: str = DEFAULT_TENANT) -> Run:
+        """The tenant's run with its event log (read back from the store if it is no longer in
+        memory)."""
         run = self._active.get(run_id) or self._cached(run_id)
         if run is not None:
+            _owned(run.record, run_id, tenant)
             return run
-        record = await self._store.load_record(run_id)
-        if record is None:
-            raise NotFound(f"no run with id {run_id!r}", code="run_not_found")
+        record = _owned(await self._store.load_record(run_id), run_id, tenant)
         run = self._active.get(run_id) or self._cached(run_id)
         if run is None:  # still not loaded by someone else while we awaited
             run = Run.stored(record, await self._store.load_events(run_id))
@@ -176,14 +180,26 @@ class RunManager:
         entry = self._finished.get(run_id)
         return entry[0] if entry is not None else None
 
-    def active_run_on(self, thread_id: str) -> str | None:
-        return self._threads.get(thread_id)
+    def active_run_on(self, thread_id: str, *, tenant: str = DEFAULT_TENANT) -> str | None:
+        return self._threads.get(checkpoint_thread(tenant, thread_id))
 
-    async def thread_graph(self, thread_id: str) -> str | None:
-        run_id = self._threads.get(thread_id)
+    async def thread_graph(self, thread_id: str, *, tenant: str = DEFAULT_TENANT) -> str | None:
+        """The graph of the tenant's thread (its newest run's), None for an unknown thread."""
+        run_id = self._threads.get(checkpoint_thread(tenant, thread_id))
         if run_id is not None:
             return self._active[run_id].record.graph
-        return await self._store.thread_graph(thread_id)
+        return await self._store.thread_graph(tenant, thread_id)
+
+    async def thread_state(
+        self, thread_id: str, *, tenant: str = DEFAULT_TENANT
+    ) -> tuple[str, Any]:
+        """The tenant's thread's graph and its LangGraph `StateSnapshot`; `NotFound`
+        (`thread_not_found`) for a thread the tenant never ran (or whose graph is gone)."""
+        graph = await self.thread_graph(thread_id, tenant=tenant)
+        if graph is None or graph not in self._registry:
+            raise NotFound(f"no thread with id {thread_id!r}", code="thread_not_found")
+        config = RunnableConfig(configurable={"thread_id": checkpoint_thread(tenant, thread_id)})
+        return graph, await self._registry[graph].compiled.aget_state(config)
 
     @property
     def active_count(self) -> int:
@@ -229,20 +245,22 @@ class RunManager:
                 code="idempotency_mismatch",
             )
         try:
-            return await self.get(binding.run_id)
+            return await self.get(binding.run_id, tenant=key.tenant)
         except NotFound:
             return None  # its run is gone (retention): the key starts a new one
 
     async def start(self, graph: GraphEntry, request: RunRequest) -> Run:
         self._check_capacity()
-        thread_id = request.thread_id or str(uuid.uuid4())
-        self._check_thread_free(thread_id)
-        config = request.run_config(thread_id)
+        tenant = request.tenant
+        thread_id = check_thread_id(request.thread_id or str(uuid.uuid4()))
+        thread_key = checkpoint_thread(tenant, thread_id)
+        self._check_thread_free(thread_id, thread_key)
+        config = request.run_config(thread_key)
         payload: Any = request.input
-        mark: Mark | None = Mark(thread_id)
+        mark: Mark | None = Mark(thread_key)
         if request.thread_id is not None:
             # An existing thread: same graph, in a state this request can continue from.
-            owner = await self.thread_graph(thread_id)
+            owner = await self.thread_graph(thread_id, tenant=tenant)
             if owner is not None and owner != graph.name:
                 raise Conflict(
                     f"thread {thread_id!r} belongs to graph {owner!r}, not {graph.name!r}",
@@ -250,6 +268,10 @@ class RunManager:
                 )
             state = await graph.compiled.aget_state(config)
             if request.resuming:
+                if owner is None and not (state.values or state.next or state.interrupts):
+                    # Nothing of it anywhere: as `GET /threads/{id}` says (and what another
+                    # tenant's thread looks like).
+                    raise NotFound(f"no thread with id {thread_id!r}", code="thread_not_found")
                 if not state.interrupts:
                     raise Conflict(
                         f"thread {thread_id!r} is not paused; there is nothing to resume",
@@ -257,17 +279,21 @@ class RunManager:
                     )
             elif payload is None and not state.values and not state.next:
                 raise InvalidInput("input: required (thread has no checkpoint to continue)")
-            mark = await self._rewinder.mark(thread_id) if self._rewinder else None
+            mark = await self._rewinder.mark(thread_key) if self._rewinder else None
         elif payload is None:
             raise InvalidInput("input: required (a new thread has nothing to continue)")
         if request.resuming:
             payload = Command(resume=request.resume)
         self._check_capacity()  # re-check: the lookups above awaited
-        self._check_thread_free(thread_id)
+        self._check_thread_free(thread_id, thread_key)
 
         run_id = str(uuid.uuid4())
         record = RunRecord(
-            run_id=run_id, graph=graph.name, thread_id=thread_id, owner=self.worker_id
+            run_id=run_id,
+            graph=graph.name,
+            thread_id=thread_id,
+            owner=self.worker_id,
+            tenant=tenant,
         )
         guard = RunGuard(request.max_tokens or self._config.max_tokens_per_run)
         run = Run(
@@ -282,7 +308,7 @@ class RunManager:
         run.fence = fence_run(config, graph.compiled.checkpointer, run_id)
         run.append("metadata", events.metadata(run_id, thread_id, graph.name))
         self._active[run_id] = run
-        self._threads[thread_id] = run_id
+        self._threads[thread_key] = run_id
         try:
             if request.idempotency is not None:
                 key = request.idempotency
@@ -294,7 +320,7 @@ class RunManager:
             run.ids.raise_to(ID_RANGE)
         except BaseException as exc:
             del self._active[run_id]
-            del self._threads[thread_id]
+            del self._threads[thread_key]
             problem = store_error(exc)
             if problem is None:
                 raise
@@ -307,7 +333,9 @@ class RunManager:
             name=f"run:{run_id}",
         )
         run.task.add_done_callback(lambda task: self._finalize(run, task))
-        log.info("run %s started: graph=%s thread=%s", run_id, graph.name, thread_id)
+        log.info(
+            "run %s started: graph=%s thread=%s tenant=%s", run_id, graph.name, thread_id, tenant
+        )
         return run
 
     def _check_capacity(self) -> None:
@@ -322,10 +350,10 @@ class RunManager:
                 f"{self._config.max_concurrent_runs} runs are already in progress; retry shortly"
             )
 
-    def _check_thread_free(self, thread_id: str) -> None:
-        if thread_id in self._threads:
+    def _check_thread_free(self, thread_id: str, thread_key: str) -> None:
+        if thread_key in self._threads:
             raise Conflict(
-                f"thread {thread_id!r} already has a run in progress ({self._threads[thread_id]});"
+                f"thread {thread_id!r} already has a run in progress ({self._threads[thread_key]});"
                 " wait for its end or cancel it"
             )
 
@@ -348,8 +376,9 @@ class RunManager:
         record = run.record
         ending = run.end(task, forced)
         self._active.pop(record.run_id, None)
-        if self._threads.get(record.thread_id) == record.run_id:
-            del self._threads[record.thread_id]
+        thread_key = checkpoint_thread(record.tenant, record.thread_id)
+        if self._threads.get(thread_key) == record.run_id:
+            del self._threads[thread_key]
         self._remember(run)
         self._persister.finished(run)
         if ending.error is not None and ending.reason == "store_unavailable":
@@ -389,9 +418,9 @@ class RunManager:
         """The bytes of events held by the finished runs kept in memory."""
         return self._finished_bytes
 
-    async def wait(self, run_id: str) -> RunRecord:
+    async def wait(self, run_id: str, *, tenant: str = DEFAULT_TENANT) -> RunRecord:
         """The run's record once it has ended."""
-        run = await self.get(run_id)
+        run = await self.get(run_id, tenant=tenant)
         while not run.done:
             await run.reader.wait(run.reader.last_id)
         return run.record
@@ -399,16 +428,28 @@ class RunManager:
     # -- cancel ----------------------------------------------------------------------------
 
     async def cancel(
-        self, run_id: str, reason: str = "cancelled", roll_back: bool = False
+        self,
+        run_id: str,
+        reason: str = "cancelled",
+        roll_back: bool = False,
+        *,
+        tenant: str = DEFAULT_TENANT,
     ) -> RunRecord:
-        """Stop a run and return its record once it has really ended (idempotent).
+        """Stop the tenant's run and return its record once it has really ended (idempotent).
 
         `roll_back`: also restore the thread to what it was before the run. Only the first
         cancel of a run decides how it ends; repeating it changes nothing.
         """
+        await self.record(run_id, tenant=tenant)  # another tenant's run: NotFound, untouched
+        return await self._cancel(run_id, reason, roll_back)
+
+    async def _cancel(self, run_id: str, reason: str, roll_back: bool = False) -> RunRecord:
+        """`cancel` for the engine's own callers, whoever's the run is."""
         run = self._active.get(run_id)
         if run is None or run.done:
-            record = await self.record(run_id)
+            record = await self._find_record(run_id)
+            if record is None:
+                raise NotFound(f"no run with id {run_id!r}", code="run_not_found")
             if run is None and record.ended_at is None:
                 await self._broker.publish(run_id, "rollback" if roll_back else "interrupt")
             return record
@@ -425,7 +466,7 @@ class RunManager:
     async def _on_cancel_request(self, run_id: str, action: str) -> None:
         """A cancel published through the broker, for a run this process may own."""
         if run_id in self._active:
-            await self.cancel(run_id, roll_back=action == "rollback")
+            await self._cancel(run_id, "cancelled", roll_back=action == "rollback")
 
     async def _stop(self, run: Run) -> None:
         ended = await run.cancel_task(self._config.cancel_confirm_s)
@@ -445,7 +486,7 @@ class RunManager:
             try:
                 await self._rewinder.rewind(run.mark)
                 rolled_back = True
-                log.info("run %s rolled back thread %s", run.run_id, run.mark.thread_id)
+                log.info("run %s rolled back thread %s", run.run_id, run.record.thread_id)
             except Exception:
                 log.exception(
                     "run %s: rollback failed; the thread keeps its checkpoints", run.run_id
@@ -477,7 +518,7 @@ class RunManager:
         """Cancel without waiting (from a disconnect handler, which must not await)."""
         if run.done:
             return
-        task = asyncio.create_task(self.cancel(run.run_id, reason))
+        task = asyncio.create_task(self._cancel(run.run_id, reason))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
@@ -515,7 +556,7 @@ class RunManager:
         if runs:
             log.warning("shutdown: cancelling %d runs", len(runs))
         await asyncio.gather(
-            *(self.cancel(run_id, "shutdown") for run_id in runs), return_exceptions=True
+            *(self._cancel(run_id, "shutdown") for run_id in runs), return_exceptions=True
         )
 
 
@@ -525,6 +566,13 @@ class _KeyLock:
     def __init__(self) -> None:
         self.lock = asyncio.Lock()
         self.users = 0
+
+
+def _owned(record: RunRecord | None, run_id: str, tenant: str) -> RunRecord:
+    """The record if it is the tenant's; else `NotFound`, the same as for no run at all."""
+    if record is None or record.tenant != tenant:
+        raise NotFound(f"no run with id {run_id!r}", code="run_not_found")
+    return record
 
 
 def _iso(moment: datetime) -> str:

@@ -81,8 +81,9 @@ class RunStore(Protocol):
     async def id_ceiling(self, run_id: str) -> int:
         """The run's id ceiling (0: none reserved); kept until the run is purged."""
 
-    async def thread_graph(self, thread_id: str) -> str | None:
-        """The graph of the thread's most recent run, or None for an unknown thread."""
+    async def thread_graph(self, tenant: str, thread_id: str) -> str | None:
+        """The graph of the tenant's thread's most recent run, or None for a thread the tenant
+        never ran (another tenant's `thread_id` is another thread)."""
 
     async def running(self) -> list[RunRecord]:
         """Every run whose record says it is running (for recovery)."""
@@ -98,6 +99,10 @@ class RunStore(Protocol):
 
     async def purge_keys(self, created_before: str) -> int:
         """Forget key bindings created before this ISO time; return how many."""
+
+    async def secret(self, name: str, candidate: bytes) -> bytes:
+        """The secret stored under `name`; if there is none yet, store `candidate` and return
+        it. Every caller (every restart, every worker on the store) gets the same bytes."""
 
     async def probe(self) -> None:
         """Raise if the store cannot take writes now (its disk is full, say). Cheap: the

@@ -8,6 +8,8 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
+from app.engine.tenancy import DEFAULT_TENANT
+
 
 class RunStatus(StrEnum):
     RUNNING = "running"
@@ -36,6 +38,7 @@ class RunRecord:
     usage: dict[str, int] = field(default_factory=dict)
     events: int = 0
     owner: str | None = None  # the worker running it (recovery: a run whose owner is gone)
+    tenant: str = DEFAULT_TENANT  # whose run it is; never shown (a client knows its own)
     _t0: float = field(default_factory=time.monotonic, repr=False)
 
     def since_start_ms(self) -> float:
@@ -58,12 +61,13 @@ class RunRecord:
         }
 
     def stored(self) -> dict[str, Any]:
-        """What a store keeps: the public record and the worker that owns the run."""
-        return {**self.as_dict(), "owner": self.owner}
+        """What a store keeps: the public record, the worker that owns the run, its tenant."""
+        return {**self.as_dict(), "owner": self.owner, "tenant": self.tenant}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunRecord:
-        """A record read back from the store (the inverse of `as_dict`)."""
+        """A record read back from the store (the inverse of `stored`; a record stored before
+        tenants existed is the default tenant's)."""
         fields = {k: v for k, v in data.items() if k in _STORED}
         return cls(**{**fields, "status": RunStatus(data["status"])})
 
@@ -97,5 +101,6 @@ _STORED = frozenset(
         "usage",
         "events",
         "owner",
+        "tenant",
     )
 )

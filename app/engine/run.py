@@ -36,6 +36,7 @@ from app.engine.limits import RunGuard
 from app.engine.mapping import EventMapper
 from app.engine.ports import EventLog, EventLogReader, Mark
 from app.engine.record import RunRecord, RunStatus
+from app.engine.tenancy import DEFAULT_TENANT
 
 log = logging.getLogger("app.engine")
 
@@ -54,6 +55,7 @@ class RunRequest:
     timeout_s: float | None = None
     recursion_limit: int | None = None
     idempotency: IdempotencyKey | None = None
+    tenant: str = DEFAULT_TENANT
 
     @property
     def resuming(self) -> bool:
@@ -62,7 +64,7 @@ class RunRequest:
     def run_config(self, thread_id: str) -> RunnableConfig:
         """LangGraph's config for the run. `config` holds only what a protocol let a client set
         (tags, metadata, run_name, the graph's own configurable keys); the thread is the
-        server's and always wins."""
+        server's (tenant-qualified, as the checkpointer keys it) and always wins."""
         extra = self.config
         configurable = dict(extra.get("configurable") or {})
         configurable["thread_id"] = thread_id

@@ -15,6 +15,7 @@ class MemoryRunStore:
         self._events: dict[str, dict[int, LogEvent]] = {}
         self._keys: dict[tuple[str, str], KeyBinding] = {}
         self._ceilings: dict[str, int] = {}
+        self._secrets: dict[str, bytes] = {}
 
     async def save_record(self, record: RunRecord) -> None:
         # A copy, as a database would hold: later changes to the live record are not stored.
@@ -48,8 +49,12 @@ class MemoryRunStore:
     async def id_ceiling(self, run_id: str) -> int:
         return self._ceilings.get(run_id, 0)
 
-    async def thread_graph(self, thread_id: str) -> str | None:
-        runs = [r for r in self._records.values() if r["thread_id"] == thread_id]
+    async def thread_graph(self, tenant: str, thread_id: str) -> str | None:
+        runs = [
+            r
+            for r in self._records.values()
+            if r["thread_id"] == thread_id and r["tenant"] == tenant
+        ]
         if not runs:
             return None
         return str(max(runs, key=lambda r: str(r["created_at"]))["graph"])
@@ -85,6 +90,9 @@ class MemoryRunStore:
         for k in old:
             del self._keys[k]
         return len(old)
+
+    async def secret(self, name: str, candidate: bytes) -> bytes:
+        return self._secrets.setdefault(name, candidate)
 
     async def probe(self) -> None:
         return None

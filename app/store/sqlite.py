@@ -143,6 +143,18 @@ MIGRATIONS: list[Migration] = [
         ceiling INTEGER NOT NULL
     ) WITHOUT ROWID;
     """,
+    # 5 -> 6: runs belong to a tenant (app/engine/tenancy.py; older runs are the default
+    # tenant's, "default"), threads are looked up per tenant; secrets the service keeps (the
+    # stream token key when STREAM_TOKEN_SECRET is unset).
+    """
+    ALTER TABLE svc_runs ADD COLUMN tenant TEXT NOT NULL DEFAULT 'default';
+    DROP INDEX svc_runs_by_thread;
+    CREATE INDEX svc_runs_by_thread ON svc_runs (tenant, thread_id, created_at);
+    CREATE TABLE svc_secrets (
+        name  TEXT PRIMARY KEY,
+        value BLOB NOT NULL
+    ) WITHOUT ROWID;
+    """,
 ]
 
 
@@ -231,10 +243,11 @@ class SqliteRunStore:
     async def _put_record(self, record: RunRecord) -> None:
         await self._conn.execute(
             "INSERT OR REPLACE INTO svc_runs"
-            " (run_id, thread_id, graph, status, created_at, ended_at, record)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            " (run_id, tenant, thread_id, graph, status, created_at, ended_at, record)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 record.run_id,
+                record.tenant,
                 record.thread_id,
                 record.graph,
                 record.status.value,
@@ -337,12 +350,13 @@ class SqliteRunStore:
             row = await cursor.fetchone()
         return int(row[0]) if row else 0
 
-    async def thread_graph(self, thread_id: str) -> str | None:
+    async def thread_graph(self, tenant: str, thread_id: str) -> str | None:
         async with (
             self._lock,
             self._conn.execute(
-                "SELECT graph FROM svc_runs WHERE thread_id = ? ORDER BY created_at DESC LIMIT 1",
-                (thread_id,),
+                "SELECT graph FROM svc_runs WHERE tenant = ? AND thread_id = ?"
+                " ORDER BY created_at DESC LIMIT 1",
+                (tenant, thread_id),
             ) as cursor,
         ):
             row = await cursor.fetchone()
@@ -408,6 +422,19 @@ class SqliteRunStore:
             )
             await self._conn.commit()
             return cursor.rowcount
+
+    async def secret(self, name: str, candidate: bytes) -> bytes:
+        async with self._lock:
+            await self._conn.execute(
+                "INSERT OR IGNORE INTO svc_secrets (name, value) VALUES (?, ?)", (name, candidate)
+            )
+            await self._conn.commit()
+            async with self._conn.execute(
+                "SELECT value FROM svc_secrets WHERE name = ?", (name,)
+            ) as cursor:
+                row = await cursor.fetchone()
+        assert row is not None
+        return bytes(row[0])
 
     async def probe(self) -> None:
         stat = os.statvfs(self._path.parent)

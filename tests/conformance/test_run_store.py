@@ -9,11 +9,12 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+import orjson
 import pytest
 
 from app.engine import recovery
 from app.engine.codec import LogEvent
-from app.engine.idempotency import KeyBinding
+from app.engine.idempotency import DEFAULT_TENANT, KeyBinding
 from app.engine.ports import RunStore
 from app.engine.record import RunRecord, RunStatus
 from app.store.memory import MemoryRunStore
@@ -148,10 +149,47 @@ def test_a_thread_belongs_to_the_graph_of_its_newest_run(with_store: Run[Any]) -
     async def check(store: RunStore) -> None:
         await store.save_record(_record("r1", thread="t1", graph="chat", created_at="2026-01-01"))
         await store.save_record(_record("r2", thread="t1", graph="agent", created_at="2026-01-02"))
-        assert await store.thread_graph("t1") == "agent"
-        assert await store.thread_graph("unknown") is None
+        assert await store.thread_graph("default", "t1") == "agent"
+        assert await store.thread_graph("default", "unknown") is None
 
     with_store(check)
+
+
+def test_threads_are_per_tenant(with_store: Run[Any]) -> None:
+    async def check(store: RunStore) -> None:
+        await store.save_record(_record("r1", thread="t1", graph="chat", tenant="alice"))
+        await store.save_record(_record("r2", thread="t1", graph="agent", tenant="bob"))
+        assert await store.thread_graph("alice", "t1") == "chat"
+        assert await store.thread_graph("bob", "t1") == "agent"
+        assert await store.thread_graph("default", "t1") is None
+        loaded = await store.load_record("r1")
+        assert loaded is not None and loaded.tenant == "alice"
+
+    with_store(check)
+
+
+def test_a_secret_is_created_once_and_then_always_the_same(with_store: Run[Any]) -> None:
+    async def check(store: RunStore) -> None:
+        first = await store.secret("stream_token", b"a" * 32)
+        assert first == b"a" * 32
+        assert await store.secret("stream_token", b"b" * 32) == first
+        assert await store.secret("other", b"c" * 32) == b"c" * 32
+
+    with_store(check)
+
+
+def test_sqlite_store_keeps_a_secret_across_reopening(tmp_path: Path) -> None:
+    async def main() -> None:
+        store = await SqliteRunStore.open(tmp_path / "runs.db")
+        created = await store.secret("stream_token", b"s" * 32)
+        await store.close()
+        reopened = await SqliteRunStore.open(tmp_path / "runs.db")
+        try:
+            assert await reopened.secret("stream_token", b"other") == created
+        finally:
+            await reopened.close()
+
+    asyncio.run(main())
 
 
 def test_recovery_fails_running_runs_of_dead_owners_and_closes_their_logs(
@@ -416,6 +454,7 @@ def test_sqlite_store_migrates_version_4_and_a_cut_off_run_closes_after_its_stor
 
     asyncio.run(at_version_4())
     with sqlite3.connect(path) as db:  # as version 4 left it
+        _undo_version_6(db)
         db.execute("DROP TABLE svc_id_ceilings")
         db.execute("UPDATE svc_schema SET version = 4")
 
@@ -434,3 +473,46 @@ def test_sqlite_store_migrates_version_4_and_a_cut_off_run_closes_after_its_stor
     asyncio.run(main())
     with sqlite3.connect(path) as db:
         assert db.execute("SELECT version FROM svc_schema").fetchone() == (len(MIGRATIONS),)
+
+
+def test_sqlite_store_migrates_version_5_runs_to_the_default_tenant(tmp_path: Path) -> None:
+    """Version 6 gives runs a tenant and keeps secrets. A version-5 run (no tenant column, a
+    record without `tenant`) is the default tenant's: its record and its thread read back as
+    before, and no other tenant sees the thread."""
+    path = tmp_path / "runs.db"
+
+    async def at_version_5() -> None:
+        store = await SqliteRunStore.open(path)
+        await store.save_record(_record("r1", thread="t1", graph="approval"))
+        await store.close()
+
+    asyncio.run(at_version_5())
+    with sqlite3.connect(path) as db:  # as version 5 left it
+        _undo_version_6(db)
+
+    async def main() -> None:
+        store = await SqliteRunStore.open(path)
+        try:
+            loaded = await store.load_record("r1")
+            assert loaded is not None and loaded.tenant == DEFAULT_TENANT
+            assert await store.thread_graph(DEFAULT_TENANT, "t1") == "approval"
+            assert await store.thread_graph("alice", "t1") is None
+            assert await store.secret("stream_token", b"k" * 32) == b"k" * 32
+        finally:
+            await store.close()
+
+    asyncio.run(main())
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT version FROM svc_schema").fetchone() == (len(MIGRATIONS),)
+
+
+def _undo_version_6(db: sqlite3.Connection) -> None:
+    """Take a database the current version wrote back to version 5: no tenants, no secrets."""
+    for run_id, raw in db.execute("SELECT run_id, record FROM svc_runs").fetchall():
+        old = {k: v for k, v in orjson.loads(raw).items() if k != "tenant"}
+        db.execute("UPDATE svc_runs SET record = ? WHERE run_id = ?", (orjson.dumps(old), run_id))
+    db.execute("DROP INDEX svc_runs_by_thread")
+    db.execute("ALTER TABLE svc_runs DROP COLUMN tenant")
+    db.execute("CREATE INDEX svc_runs_by_thread ON svc_runs (thread_id, created_at)")
+    db.execute("DROP TABLE svc_secrets")
+    db.execute("UPDATE svc_schema SET version = 5")

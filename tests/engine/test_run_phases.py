@@ -707,7 +707,7 @@ def test_start_before_entering_and_after_closing_raises_not_open() -> None:
         with pytest.raises(NotOpen):
             await e.manager.start(e.graphs["failing"], request("open-1", query="q"))
         assert e.manager.active_count == 0
-        assert await e.store.thread_graph("open-1") is None  # nothing was started
+        assert await e.store.thread_graph("default", "open-1") is None  # nothing was started
         with pytest.raises(NotOpen):
             async with e.manager:
                 pass

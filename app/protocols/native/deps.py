@@ -10,7 +10,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from app.engine.idempotency import DEFAULT_TENANT
+from app.auth.tokens import StreamTokens
 from app.engine.manager import RunManager
 from app.engine.registry import GraphRegistry
 from app.settings import Settings
@@ -34,8 +34,13 @@ async def _fanout(request: Request) -> FanOut:
 
 
 async def _tenant(request: Request) -> str:
-    """Whose request this is. One tenant until auth names them (API.md: each key a tenant)."""
-    return DEFAULT_TENANT
+    """Whose request this is: set by app/auth/middleware.py on every request (the default
+    tenant without API keys). Missing, the request fails rather than fall back to a tenant."""
+    return request.state.tenant  # type: ignore[no-any-return]
+
+
+async def _stream_tokens(request: Request) -> StreamTokens | None:
+    return request.app.state.stream_tokens  # type: ignore[no-any-return]
 
 
 SettingsDep = Annotated[Settings, Depends(_settings)]
@@ -43,3 +48,4 @@ RegistryDep = Annotated[GraphRegistry, Depends(_registry)]
 ManagerDep = Annotated[RunManager, Depends(_manager)]
 FanOutDep = Annotated[FanOut, Depends(_fanout)]
 TenantDep = Annotated[str, Depends(_tenant)]
+StreamTokensDep = Annotated[StreamTokens | None, Depends(_stream_tokens)]

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Header, Query, Request, Response
 
+from app.auth.tokens import StreamTokens
 from app.engine.errors import InvalidInput
 from app.engine.idempotency import IdempotencyKey, check_key, fingerprint
 from app.engine.manager import RunManager
@@ -17,6 +18,7 @@ from app.protocols.native.deps import (
     ManagerDep,
     RegistryDep,
     SettingsDep,
+    StreamTokensDep,
     TenantDep,
 )
 from app.protocols.native.encoder import HEADERS, NativeEncoder
@@ -47,12 +49,13 @@ async def _start(
     registry: GraphRegistry,
     manager: RunManager,
     settings: Settings,
+    tenant: str,
     key: IdempotencyKey | None,
 ) -> tuple[Run, bool, Selection]:
     """The run this request starts, or the one its idempotency key already started (then
     `False`), and what this client receives."""
     entry = registry.require(graph)
-    request = replace(run_request(body, settings, entry), idempotency=key)
+    request = replace(run_request(body, settings, entry), idempotency=key, tenant=tenant)
     if body.input is not None:
         entry.validate_input(body.input)
     if request.resuming:
@@ -73,9 +76,16 @@ def _key(value: str | None, tenant: str, graph: str, body: RunBody) -> Idempoten
     )
 
 
-def _links(request: Request, run: Run) -> dict[str, str]:
+def _links(request: Request, run: Run, tokens: StreamTokens | None) -> dict[str, str]:
+    """The run's URLs; with API keys the stream's carries a token for that stream only
+    (app/auth/tokens.py), for `EventSource`, which cannot send a key."""
+    stream_url = request.url_for("stream_run", run_id=run.run_id)
+    if tokens is not None:
+        record = run.record
+        token = tokens.issue(record.run_id, record.tenant, record.created_at)
+        stream_url = stream_url.include_query_params(token=token)
     return {
-        "stream_url": str(request.url_for("stream_run", run_id=run.run_id)),
+        "stream_url": str(stream_url),
         "cancel_url": str(request.url_for("cancel_run", run_id=run.run_id)),
     }
 
@@ -121,7 +131,7 @@ async def stream_new_run(
 ) -> StreamResponse | Response:
     key = _key(idempotency_key, tenant, graph, body)
     cursor = _cursor(last_event_id) if key is not None else 0
-    run, created, chosen = await _start(graph, body, registry, manager, settings, key)
+    run, created, chosen = await _start(graph, body, registry, manager, settings, tenant, key)
     if created:
         cursor = 0  # a new run: nothing was sent before, whatever the client says
     elif run.reader.closed and cursor >= run.reader.last_id:
@@ -148,15 +158,16 @@ async def start_background_run(
     manager: ManagerDep,
     settings: SettingsDep,
     tenant: TenantDep,
+    tokens: StreamTokensDep,
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> dict[str, Any]:
     key = _key(idempotency_key, tenant, graph, body)
-    run, _, _ = await _start(graph, body, registry, manager, settings, key)
+    run, _, _ = await _start(graph, body, registry, manager, settings, tenant, key)
     return {
         "run_id": run.run_id,
         "thread_id": run.record.thread_id,
         "status": run.record.status.value,
-        **_links(request, run),
+        **_links(request, run, tokens),
     }
 
 
@@ -173,6 +184,7 @@ async def stream_run(
     registry: RegistryDep,
     settings: SettingsDep,
     fanout: FanOutDep,
+    tenant: TenantDep,
     last_event_id_header: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
     last_event_id: Annotated[str | None, Query()] = None,
     max_rate: Annotated[float | None, Query(gt=0, le=1000)] = None,
@@ -180,7 +192,7 @@ async def stream_run(
     nodes: Annotated[str | None, Query(max_length=8192)] = None,
     values: Annotated[bool, Query()] = False,
 ) -> StreamResponse | Response:
-    run = await manager.get(run_id)
+    run = await manager.get(run_id, tenant=tenant)
     options = None
     if events is not None or nodes is not None or values:
         options = StreamOptions(events=_names(events), nodes=_names(nodes), values=values)
@@ -211,8 +223,8 @@ def _cursor(value: str | None) -> int:
 
 
 @router.get("/runs/{run_id}", responses=errors(404))
-async def get_run(run_id: str, manager: ManagerDep) -> dict[str, Any]:
-    return (await manager.record(run_id)).as_dict()
+async def get_run(run_id: str, manager: ManagerDep, tenant: TenantDep) -> dict[str, Any]:
+    return (await manager.record(run_id, tenant=tenant)).as_dict()
 
 
 @router.post(
@@ -222,8 +234,11 @@ async def get_run(run_id: str, manager: ManagerDep) -> dict[str, Any]:
     responses=errors(400, 404, 413, 422, 503),
 )
 async def cancel_run(
-    run_id: str, manager: ManagerDep, body: Annotated[CancelBody | None, Body()] = None
+    run_id: str,
+    manager: ManagerDep,
+    tenant: TenantDep,
+    body: Annotated[CancelBody | None, Body()] = None,
 ) -> dict[str, Any]:
     action = (body or CancelBody()).action
-    record = await manager.cancel(run_id, roll_back=action == "rollback")
+    record = await manager.cancel(run_id, roll_back=action == "rollback", tenant=tenant)
     return record.as_dict()
