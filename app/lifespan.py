@@ -14,7 +14,8 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from app.backends import open_backends
+from app.auth.throttle import KeyLimits
+from app.backends import open_backends, open_rate_storage
 from app.engine.config import EngineConfig
 from app.engine.manager import RunManager
 from app.engine.registry import GraphRegistry
@@ -53,7 +54,10 @@ def lifespan(settings: Settings) -> Any:
         loop.set_default_executor(executor)
         previous_gc = tune_gc()  # see app/gc_tuning.py: full collections stalled every stream
         try:
-            async with open_backends(settings) as backends:
+            async with (
+                open_backends(settings) as backends,
+                open_rate_storage(settings) as rate_storage,
+            ):
                 llm = build_chat_model(
                     api_key=settings.openai_api_key,
                     base_url=settings.openai_base_url,
@@ -77,6 +81,12 @@ def lifespan(settings: Settings) -> Any:
                     app.state.registry = registry
                     app.state.manager = manager
                     app.state.fanout = FanOut()
+                    app.state.limits = KeyLimits(
+                        rate=settings.run_rate,
+                        max_runs=settings.max_runs_per_key,
+                        max_streams=settings.max_streams_per_key,
+                        storage=rate_storage,
+                    )
                     app.state.ready = backends.ready
                     app.state.llm = llm
                     app.state.model_info = describe_model(llm)

@@ -13,6 +13,7 @@ import sys  # noqa: E402
 from fastapi import FastAPI  # noqa: E402
 from fastapi.middleware.cors import CORSMiddleware  # noqa: E402
 
+from app.backends import check_redis  # noqa: E402
 from app.body_limit import BodyLimitMiddleware  # noqa: E402
 from app.forwarded import ForwardedMiddleware  # noqa: E402
 from app.lifespan import lifespan  # noqa: E402
@@ -22,6 +23,7 @@ from app.settings import Settings, SettingsError  # noqa: E402
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings.load()
+    check_redis(settings)
     _configure_logging(settings)
     app = FastAPI(title="LangGraph streaming service", version="0.1.0", lifespan=lifespan(settings))
     app.state.settings = settings

@@ -10,6 +10,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from app.auth.throttle import KeyLimits
 from app.engine.idempotency import DEFAULT_TENANT
 from app.engine.manager import RunManager
 from app.engine.registry import GraphRegistry
@@ -33,6 +34,10 @@ async def _fanout(request: Request) -> FanOut:
     return request.app.state.fanout  # type: ignore[no-any-return]
 
 
+async def _limits(request: Request) -> KeyLimits:
+    return request.app.state.limits  # type: ignore[no-any-return]
+
+
 async def _tenant(request: Request) -> str:
     """Whose request this is. One tenant until auth names them (API.md: each key a tenant)."""
     return DEFAULT_TENANT
@@ -43,3 +48,4 @@ RegistryDep = Annotated[GraphRegistry, Depends(_registry)]
 ManagerDep = Annotated[RunManager, Depends(_manager)]
 FanOutDep = Annotated[FanOut, Depends(_fanout)]
 TenantDep = Annotated[str, Depends(_tenant)]
+LimitsDep = Annotated[KeyLimits, Depends(_limits)]

@@ -1,0 +1,1 @@
+"""Keys, tenants, signed stream tokens, per-key limits."""
