@@ -87,6 +87,7 @@ def lifespan(settings: Settings) -> Any:
                         max_streams=settings.max_streams_per_key,
                         storage=rate_storage,
                     )
+                    _log_limits(settings)
                     app.state.ready = backends.ready
                     app.state.llm = llm
                     app.state.model_info = describe_model(llm)
@@ -130,3 +131,17 @@ def _log_startup(
         log.warning(
             "%d runs were cut off by the last stop: reported failed", len(manager.recovered)
         )
+
+
+def _log_limits(settings: Settings) -> None:
+    rate = settings.run_rate
+    if rate is None and settings.max_runs_per_key is None and settings.max_streams_per_key is None:
+        return
+    where = "redis" if settings.redis_url else "memory"
+    log.info(
+        "limits per key: %s runs created (%s), %s in progress, %s streams open",
+        rate or "any",
+        where if rate else "-",
+        settings.max_runs_per_key or "any",
+        settings.max_streams_per_key or "any",
+    )
