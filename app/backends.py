@@ -6,6 +6,9 @@
 
 The event log of a live run and the cancel broker are in-process for both (Redis Streams and
 Redis pub/sub when several workers serve: not built yet).
+
+    RATE_LIMIT_RUNS               the per-key run-rate windows (`limits`): in memory, or with
+    REDIS_URL=redis://...         in Redis through redis-py, shared by every worker
 """
 
 from __future__ import annotations
@@ -18,11 +21,12 @@ from typing import Any
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.memory import InMemorySaver
+from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 
 from app.broker.local import LocalCancelBroker
 from app.engine.ports import CancelBroker, LogFactory, Rewinder, RunStore
 from app.log.memory import MemoryEventLog
-from app.settings import Settings
+from app.settings import Settings, SettingsError
 from app.store.memory import MemoryRunStore
 from app.store.rewind import MemoryRewinder, SqliteRewinder
 from app.store.single_writer import SingleWriterError, SingleWriterLock
@@ -117,3 +121,59 @@ class _single_writer:
 
     def __exit__(self, *exc: object) -> None:
         self._lock.release()
+
+
+@asynccontextmanager
+async def open_rate_storage(settings: Settings) -> AsyncIterator[Storage | None]:
+    """Where the run-rate windows live; None without RATE_LIMIT_RUNS. The Redis connections
+    are ours (a pool passed in), so they are closed on the way out."""
+    if settings.run_rate is None:
+        yield None
+        return
+    if settings.redis_url is None:
+        yield MemoryStorage()
+        return
+    from redis.asyncio import ConnectionPool
+
+    pool = ConnectionPool.from_url(
+        settings.redis_url, socket_connect_timeout=2.0, socket_timeout=2.0
+    )
+    try:
+        yield RedisStorage(
+            f"async+{settings.redis_url}",
+            implementation="redispy",
+            wrap_exceptions=True,
+            key_prefix=f"{settings.redis_key_prefix}:limits",
+            # Documented by `limits` ("the redis client is initialized with the connection
+            # pool"); its stubs type the extra options as scalars only.
+            connection_pool=pool,  # type: ignore[arg-type]
+        )
+    finally:
+        await pool.aclose()
+
+
+def check_redis(settings: Settings) -> None:
+    """Startup: a REDIS_URL that does not answer stops the service with one line naming it."""
+    if settings.redis_url is None:
+        return
+    import redis
+
+    client = redis.Redis.from_url(
+        settings.redis_url, socket_connect_timeout=2.0, socket_timeout=2.0
+    )
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        where = _without_password(settings.redis_url)
+        raise SettingsError(f"REDIS_URL: no answer from {where} ({exc})") from None
+    finally:
+        client.close()
+
+
+def _without_password(url: str) -> str:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{host}{port}{parts.path}"

@@ -15,8 +15,9 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from app.auth.throttle import KeyLimits
 from app.auth.tokens import SECRET_NAME, StreamTokens
-from app.backends import Backends, open_backends
+from app.backends import Backends, open_backends, open_rate_storage
 from app.engine.config import EngineConfig
 from app.engine.manager import RunManager
 from app.engine.registry import GraphRegistry
@@ -56,7 +57,10 @@ def lifespan(settings: Settings) -> Any:
         loop.set_default_executor(executor)
         previous_gc = tune_gc()  # see app/gc_tuning.py: full collections stalled every stream
         try:
-            async with open_backends(settings) as backends:
+            async with (
+                open_backends(settings) as backends,
+                open_rate_storage(settings) as rate_storage,
+            ):
                 llm = build_chat_model(
                     api_key=settings.openai_api_key,
                     base_url=settings.openai_base_url,
@@ -80,6 +84,13 @@ def lifespan(settings: Settings) -> Any:
                     app.state.registry = registry
                     app.state.manager = manager
                     app.state.fanout = FanOut()
+                    app.state.limits = KeyLimits(
+                        rate=settings.run_rate,
+                        max_runs=settings.max_runs_per_key,
+                        max_streams=settings.max_streams_per_key,
+                        storage=rate_storage,
+                    )
+                    _log_limits(settings)
                     app.state.ready = backends.ready
                     app.state.llm = llm
                     app.state.stream_tokens = await _stream_tokens(settings, backends)
@@ -145,3 +156,17 @@ def _log_startup(
         log.warning(
             "%d runs were cut off by the last stop: reported failed", len(manager.recovered)
         )
+
+
+def _log_limits(settings: Settings) -> None:
+    rate = settings.run_rate
+    if rate is None and settings.max_runs_per_key is None and settings.max_streams_per_key is None:
+        return
+    where = "redis" if settings.redis_url else "memory"
+    log.info(
+        "limits per key: %s runs created (%s), %s in progress, %s streams open",
+        rate or "any",
+        where if rate else "-",
+        settings.max_runs_per_key or "any",
+        settings.max_streams_per_key or "any",
+    )

@@ -14,6 +14,7 @@ from fastapi import FastAPI  # noqa: E402
 from fastapi.middleware.cors import CORSMiddleware  # noqa: E402
 
 from app.auth.middleware import AuthMiddleware  # noqa: E402
+from app.backends import check_redis  # noqa: E402
 from app.body_limit import BodyLimitMiddleware  # noqa: E402
 from app.forwarded import ForwardedMiddleware  # noqa: E402
 from app.http_guard import install as install_http_guard  # noqa: E402
@@ -25,6 +26,7 @@ from app.settings import Settings, SettingsError  # noqa: E402
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings.load()
     settings.check_database()
+    check_redis(settings)
     _configure_logging(settings)
     install_http_guard(settings.max_header_bytes, settings.request_read_timeout_s)
     app = FastAPI(title="LangGraph streaming service", version="0.1.0", lifespan=lifespan(settings))

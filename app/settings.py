@@ -12,6 +12,7 @@ from contextlib import closing
 from pathlib import Path
 from typing import Annotated
 
+from limits import RateLimitItem, parse_many
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -55,6 +56,14 @@ class Settings(BaseSettings):
     max_header_bytes: Annotated[int, Field(ge=4096, le=1024 * 1024)] = 64 * 1024
     request_read_timeout_s: Annotated[float, Field(ge=0.5, le=600)] = 30.0
 
+    # Limits per key (app/auth/throttle.py); unset: none.
+    rate_limit_runs: str | None = None
+    max_runs_per_key: Annotated[int, Field(ge=1)] | None = None
+    max_streams_per_key: Annotated[int, Field(ge=1)] | None = None
+    # Shared state for several workers; today the run-rate windows of RATE_LIMIT_RUNS.
+    redis_url: str | None = None
+    redis_key_prefix: Annotated[str, Field(min_length=1, max_length=64)] = "lgstream"
+
     # Streams.
     send_timeout_s: Annotated[float, Field(ge=0.1, le=3600)] = 30.0
     ping_interval_s: Annotated[float, Field(ge=0.1, le=3600)] = 15.0
@@ -76,6 +85,27 @@ class Settings(BaseSettings):
     # reads the same variable from the environment for X-Forwarded-Proto/-For.
     forwarded_allow_ips: str = "127.0.0.1"
     log_level: str = "INFO"
+
+    @field_validator(
+        "rate_limit_runs", "max_runs_per_key", "max_streams_per_key", "redis_url", mode="before"
+    )
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("rate_limit_runs")
+    @classmethod
+    def _known_rate(cls, value: str | None) -> str | None:
+        if value is not None:
+            _rate(value)
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _known_redis(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("redis://", "rediss://")):
+            raise ValueError("must be redis://HOST[:PORT][/DB] or rediss://...")
+        return value
 
     @field_validator("database_url")
     @classmethod
@@ -130,6 +160,10 @@ class Settings(BaseSettings):
         return value.upper()
 
     @property
+    def run_rate(self) -> RateLimitItem | None:
+        return None if self.rate_limit_runs is None else _rate(self.rate_limit_runs)
+
+    @property
     def offline(self) -> bool:
         return not self.openai_api_key
 
@@ -178,3 +212,16 @@ class Settings(BaseSettings):
                 f"{str(err['loc'][0]).upper()}: {err['msg']}" for err in exc.errors()
             )
             raise SettingsError(f"invalid settings: {problems}") from None
+
+
+def _rate(value: str) -> RateLimitItem:
+    """One `limits` rate, like `60/minute` or `10 per second`, of at least one run."""
+    try:
+        items = list(parse_many(value))
+    except ValueError:
+        raise ValueError(f"{value!r} is not a rate like 60/minute, 10/second or 1000/day") from None
+    if len(items) != 1:
+        raise ValueError(f"{value!r}: one rate only, like 60/minute")
+    if items[0].amount < 1:
+        raise ValueError(f"{value!r}: at least 1 run per window")
+    return items[0]

@@ -9,7 +9,8 @@ own process, so the real `ChatOpenAI` path is measured and its CPU is never coun
     python -m bench --quick              # the short form: fewer streams and repetitions
     python -m bench --only cost,cancel   # some cases
 
-Cases (bench/cases/): cost, throughput, scale, first_token, cancel, slow_clients. The table is
+Cases (bench/cases/): cost, throughput, scale, first_token, cancel, slow_clients, memory,
+limits. The table is
 printed at the end and written to bench/results/latest.json.
 """
 

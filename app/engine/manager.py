@@ -40,6 +40,11 @@ Design record
 - Idempotency keys (app/engine/idempotency.py): `start_or_attach` looks the key up first, so a
   retry finds its run even while that run holds its thread; starts with one key take turns on
   a lock of that key, so two at once make one run.
+- Admission (app/engine/admission.py): a start may carry an `admit` hook (per-key limits, decided
+  by the protocol). It runs after the engine's checks, right before the run is created, so a
+  refused request starts nothing and an idempotent retry that attaches is never admitted; the
+  engine's checks are repeated after it (it may await), and its release is called once, when
+  the run is retired or its start failed.
 - Shutdown (`drain`): new runs are refused at once, running ones get the grace period to end on
   their own, then are cancelled with reason `shutdown`; each one's `end` reaches its streams.
 - A store that cannot be written (the persister's probe or a write failed, or a run's
@@ -62,6 +67,7 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.types import Command
 
 from app.engine import events, recovery
+from app.engine.admission import Admit, Release
 from app.engine.config import EngineConfig
 from app.engine.errors import (
     Conflict,
@@ -112,6 +118,7 @@ class RunManager:
         self.worker_id = uuid.uuid4().hex
         self._active: dict[str, Run] = {}
         self._threads: dict[str, str] = {}  # checkpointer thread id -> its run in progress
+        self._releases: dict[str, Release] = {}  # run id -> its admission's release
         self._finished: OrderedDict[str, tuple[Run, float]] = OrderedDict()
         self._finished_bytes = 0
         self.released = 0  # runs that have left memory (ended, then out of the cache)
@@ -212,13 +219,15 @@ class RunManager:
 
     # -- start -----------------------------------------------------------------------------
 
-    async def start_or_attach(self, graph: GraphEntry, request: RunRequest) -> tuple[Run, bool]:
+    async def start_or_attach(
+        self, graph: GraphEntry, request: RunRequest, admit: Admit | None = None
+    ) -> tuple[Run, bool]:
         """Start a run, or (same idempotency key) return the run that key created: `(run,
         True)` if this call started it. The same key with another fingerprint is `409
-        idempotency_mismatch`."""
+        idempotency_mismatch`. `admit` is asked only if a new run is started."""
         key = request.idempotency
         if key is None:
-            return await self.start(graph, request), True
+            return await self.start(graph, request, admit), True
         slot = (key.tenant, key.key)
         turn = self._key_locks.setdefault(slot, _KeyLock())
         turn.users += 1
@@ -227,7 +236,7 @@ class RunManager:
                 existing = await self._keyed_run(key)
                 if existing is not None:
                     return existing, False
-                return await self.start(graph, request), True
+                return await self.start(graph, request, admit), True
         finally:
             turn.users -= 1
             if turn.users == 0:
@@ -249,7 +258,9 @@ class RunManager:
         except NotFound:
             return None  # its run is gone (retention): the key starts a new one
 
-    async def start(self, graph: GraphEntry, request: RunRequest) -> Run:
+    async def start(
+        self, graph: GraphEntry, request: RunRequest, admit: Admit | None = None
+    ) -> Run:
         self._check_capacity()
         tenant = request.tenant
         thread_id = check_thread_id(request.thread_id or str(uuid.uuid4()))
@@ -284,8 +295,14 @@ class RunManager:
             raise InvalidInput("input: required (a new thread has nothing to continue)")
         if request.resuming:
             payload = Command(resume=request.resume)
-        self._check_capacity()  # re-check: the lookups above awaited
-        self._check_thread_free(thread_id, thread_key)
+        release = await admit() if admit is not None else None
+        try:
+            self._check_capacity()  # re-check: the lookups above (and the admission) awaited
+            self._check_thread_free(thread_id, thread_key)
+        except BaseException:
+            if release is not None:
+                release()
+            raise
 
         run_id = str(uuid.uuid4())
         record = RunRecord(
@@ -309,6 +326,8 @@ class RunManager:
         run.append("metadata", events.metadata(run_id, thread_id, graph.name))
         self._active[run_id] = run
         self._threads[thread_key] = run_id
+        if release is not None:
+            self._releases[run_id] = release
         try:
             if request.idempotency is not None:
                 key = request.idempotency
@@ -321,6 +340,7 @@ class RunManager:
         except BaseException as exc:
             del self._active[run_id]
             del self._threads[thread_key]
+            self._release(run_id)
             problem = store_error(exc)
             if problem is None:
                 raise
@@ -379,6 +399,7 @@ class RunManager:
         thread_key = checkpoint_thread(record.tenant, record.thread_id)
         if self._threads.get(thread_key) == record.run_id:
             del self._threads[thread_key]
+        self._release(record.run_id)
         self._remember(run)
         self._persister.finished(run)
         if ending.error is not None and ending.reason == "store_unavailable":
@@ -390,6 +411,11 @@ class RunManager:
             ending.reason,
             record.elapsed_ms or 0,
         )
+
+    def _release(self, run_id: str) -> None:
+        release = self._releases.pop(run_id, None)
+        if release is not None:
+            release()
 
     def _remember(self, run: Run) -> None:
         run.mark = None  # an ended run is never rewound; a mark can hold whole state values

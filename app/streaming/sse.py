@@ -7,6 +7,10 @@ Design record
 - A send that takes no bytes for SEND_TIMEOUT_S raises sse-starlette's SendTimeoutError; the
   response ends, the connection is closed and the drop is logged without a traceback (the
   client can reconnect with Last-Event-ID).
+- `on_done` is called once the response has ended, however it ended (the stream's end, the
+  client gone, a send timeout, a cancel), even if the body was never started: a client that
+  vanished before the first frame is never iterated for, so the subscriber's own `finally`
+  cannot be what frees a per-key stream slot.
 - `_send_with_timeout` overrides a private method of sse-starlette (capped in pyproject.toml):
   the same behaviour on `asyncio.timeout` instead of an anyio cancel scope, paid on every send
   (docs/perf/0006-per-send-timeout.md). tests/unit/test_overrides.py shows the override is
@@ -18,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 
 from sse_starlette.sse import EventSourceResponse, SendTimeoutError
 from starlette.types import Message, Receive, Scope, Send
@@ -33,8 +37,10 @@ class StreamResponse(EventSourceResponse):
         *,
         send_timeout_s: float,
         headers: Mapping[str, str] | None = None,
+        on_done: Callable[[], None] | None = None,
     ) -> None:
         super().__init__(content, headers=headers, ping=0, send_timeout=send_timeout_s)
+        self._on_done = on_done
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         # With its ping task off, only the data send can time out, and sse-starlette unwraps a
@@ -43,6 +49,9 @@ class StreamResponse(EventSourceResponse):
             await super().__call__(scope, receive, send)
         except SendTimeoutError:
             self._dropped(scope)
+        finally:
+            if self._on_done is not None:
+                self._on_done()
 
     async def _send_with_timeout(self, send: Send, message: Message) -> None:
         if self.send_timeout is None:

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from bench.cases import cancel, cost, first_token, memory, scale, slow_clients, throughput
+from bench.cases import (
+    cancel,
+    cost,
+    first_token,
+    limits,
+    memory,
+    scale,
+    slow_clients,
+    throughput,
+)
 from bench.cases._common import Context
 from bench.report import Figure
 
@@ -16,4 +25,5 @@ CASES: dict[str, Callable[[Context], list[Figure]]] = {
     "cancel": cancel.run,
     "slow_clients": slow_clients.run,
     "memory": memory.run,
+    "limits": limits.run,
 }

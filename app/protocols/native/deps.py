@@ -10,6 +10,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from app.auth.throttle import KeyLimits
 from app.auth.tokens import StreamTokens
 from app.engine.manager import RunManager
 from app.engine.registry import GraphRegistry
@@ -33,6 +34,10 @@ async def _fanout(request: Request) -> FanOut:
     return request.app.state.fanout  # type: ignore[no-any-return]
 
 
+async def _limits(request: Request) -> KeyLimits:
+    return request.app.state.limits  # type: ignore[no-any-return]
+
+
 async def _tenant(request: Request) -> str:
     """Whose request this is: set by app/auth/middleware.py on every request (the default
     tenant without API keys). Missing, the request fails rather than fall back to a tenant."""
@@ -49,3 +54,4 @@ ManagerDep = Annotated[RunManager, Depends(_manager)]
 FanOutDep = Annotated[FanOut, Depends(_fanout)]
 TenantDep = Annotated[str, Depends(_tenant)]
 StreamTokensDep = Annotated[StreamTokens | None, Depends(_stream_tokens)]
+LimitsDep = Annotated[KeyLimits, Depends(_limits)]

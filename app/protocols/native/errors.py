@@ -4,7 +4,9 @@ The engine raises `EngineError`s that carry a code only (app/engine/errors.py); 
 the one place that gives each code its HTTP status and headers. FastAPI's own validation errors
 and anything unexpected get the same body; no traceback ever reaches a client.
 
-    400 malformed_json          413 body_too_large          429 too_many_runs (Retry-After)
+    400 malformed_json          413 body_too_large
+    429 too_many_runs / rate_limited / too_many_streams (Retry-After; rate_limited also with
+        RateLimit-Limit / -Remaining / -Reset)
     404 graph_not_found / run_not_found / thread_not_found / not_found
     409 thread_busy / thread_graph_mismatch / thread_not_paused / idempotency_mismatch
     422 invalid_input / limit_too_high / unsupported_action / invalid_idempotency_key
@@ -22,6 +24,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.auth.throttle import LimitExceeded
 from app.engine.errors import (
     Conflict,
     EngineError,
@@ -34,6 +37,7 @@ from app.engine.errors import (
     TooManyRuns,
     Unsupported,
 )
+from app.protocols.native.ratelimit import rate_headers
 from app.protocols.native.schemas import ClientConfig
 
 log = logging.getLogger("app.protocols.native")
@@ -47,6 +51,7 @@ STATUS: dict[type[EngineError], int] = {
     Unsupported: 422,
     Conflict: 409,
     TooManyRuns: 429,
+    LimitExceeded: 429,
     ShuttingDown: 503,
     StoreUnavailable: 503,
     NotOpen: 503,
@@ -65,9 +70,11 @@ def status_of(exc: EngineError) -> int:
 
 
 def response_for(exc: EngineError) -> JSONResponse:
-    headers = None
+    headers: dict[str, str] | None = None
     if exc.retry_after_s is not None:
         headers = {"Retry-After": str(math.ceil(exc.retry_after_s))}
+    if isinstance(exc, LimitExceeded) and exc.quota is not None:
+        headers = {**(headers or {}), **rate_headers(exc.quota)}
     return JSONResponse(error_body(exc.code, exc.message), status_of(exc), headers=headers)
 
 

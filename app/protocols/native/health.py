@@ -15,12 +15,12 @@ from app.protocols.native.openapi import errors
 router = APIRouter()
 
 
-@router.get("/healthz", responses=errors())
+@router.get("/healthz", responses=errors(public=True))
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", response_model=None, responses=errors(503))
+@router.get("/readyz", response_model=None, responses=errors(503, public=True))
 async def readyz(
     request: Request, registry: RegistryDep, manager: ManagerDep, fanout: FanOutDep
 ) -> dict[str, Any] | JSONResponse:

@@ -1,4 +1,12 @@
-"""Run routes: start (streamed or in the background), stream/replay, look up, cancel."""
+"""Run routes: start (streamed or in the background), stream/replay, look up, cancel.
+
+Per-key limits (app/auth/throttle.py) are decided before anything runs, in this order: the
+body and the graph (`4xx`), a stream slot for a request that opens a stream
+(`too_many_streams`), then, only if a new run is to be created (not for an idempotent retry
+that attaches), a run slot (`too_many_runs`) and a rate token (`rate_limited`). A refused
+request starts nothing and holds nothing. Every run-creation response carries the key's
+`RateLimit-*` headers when RATE_LIMIT_RUNS is set.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +15,17 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Header, Query, Request, Response
 
+from app.auth.throttle import KeyLimits, LimitExceeded
 from app.auth.tokens import StreamTokens
+from app.engine.admission import Release
 from app.engine.errors import InvalidInput
 from app.engine.idempotency import IdempotencyKey, check_key, fingerprint
 from app.engine.manager import RunManager
-from app.engine.registry import GraphRegistry
-from app.engine.run import Run
+from app.engine.registry import GraphEntry, GraphRegistry
+from app.engine.run import Run, RunRequest
 from app.protocols.native.deps import (
     FanOutDep,
+    LimitsDep,
     ManagerDep,
     RegistryDep,
     SettingsDep,
@@ -23,6 +34,7 @@ from app.protocols.native.deps import (
 )
 from app.protocols.native.encoder import HEADERS, NativeEncoder
 from app.protocols.native.openapi import SSE_OK, EventStream, errors
+from app.protocols.native.ratelimit import rate_headers
 from app.protocols.native.schemas import (
     CancelBody,
     RunBody,
@@ -43,17 +55,15 @@ ENCODER = NativeEncoder()
 IdempotencyKeyHeader = Annotated[str | None, Header(alias="Idempotency-Key")]
 
 
-async def _start(
+def _prepare(
     graph: str,
     body: RunBody,
     registry: GraphRegistry,
-    manager: RunManager,
     settings: Settings,
     tenant: str,
     key: IdempotencyKey | None,
-) -> tuple[Run, bool, Selection]:
-    """The run this request starts, or the one its idempotency key already started (then
-    `False`), and what this client receives."""
+) -> tuple[GraphEntry, RunRequest, Selection]:
+    """The checked request: its graph, the engine's request, and what this client receives."""
     entry = registry.require(graph)
     request = replace(run_request(body, settings, entry), idempotency=key, tenant=tenant)
     if body.input is not None:
@@ -61,8 +71,20 @@ async def _start(
     if request.resuming:
         entry.validate_resume(body.resume)
     chosen = selection(body.stream, entry)
-    run, created = await manager.start_or_attach(entry, request)
-    return run, created, chosen
+    return entry, request, chosen
+
+
+async def _start(
+    entry: GraphEntry, request: RunRequest, manager: RunManager, limits: KeyLimits, tenant: str
+) -> tuple[Run, bool, dict[str, str]]:
+    """The run this request starts, or the one its idempotency key already started (then
+    `False`, and no run slot or rate token is taken), with the key's `RateLimit-*` headers."""
+    admission = limits.admission(tenant)
+    run, created = await manager.start_or_attach(entry, request, admission)
+    if admission is None or limits.rate is None:
+        return run, created, {}
+    quota = admission.quota if created else await limits.quota(tenant)
+    return run, created, rate_headers(quota)
 
 
 def _key(value: str | None, tenant: str, graph: str, body: RunBody) -> IdempotencyKey | None:
@@ -98,6 +120,8 @@ def _response(
     settings: Settings,
     max_rate: float | None,
     on_close: Any = None,
+    headers: dict[str, str] | None = None,
+    on_done: Release | None = None,
 ) -> StreamResponse:
     frames = fanout.frames(
         run.run_id,
@@ -109,7 +133,12 @@ def _response(
         on_close=on_close,
         ping_s=settings.ping_interval_s,
     )
-    return StreamResponse(frames, send_timeout_s=settings.send_timeout_s, headers=HEADERS)
+    return StreamResponse(
+        frames,
+        send_timeout_s=settings.send_timeout_s,
+        headers={**HEADERS, **(headers or {})},
+        on_done=on_done,
+    )
 
 
 @router.post(
@@ -126,22 +155,36 @@ async def stream_new_run(
     settings: SettingsDep,
     fanout: FanOutDep,
     tenant: TenantDep,
+    limits: LimitsDep,
     idempotency_key: IdempotencyKeyHeader = None,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
 ) -> StreamResponse | Response:
     key = _key(idempotency_key, tenant, graph, body)
     cursor = _cursor(last_event_id) if key is not None else 0
-    run, created, chosen = await _start(graph, body, registry, manager, settings, tenant, key)
+    entry, request, chosen = _prepare(graph, body, registry, settings, tenant, key)
+    try:
+        slot = limits.open_stream(tenant)
+    except LimitExceeded as exc:
+        exc.quota = await limits.quota(tenant)  # a run-creation response: its headers too
+        raise
+    try:
+        run, created, headers = await _start(entry, request, manager, limits, tenant)
+    except BaseException:
+        _free(slot)
+        raise
     if created:
         cursor = 0  # a new run: nothing was sent before, whatever the client says
     elif run.reader.closed and cursor >= run.reader.last_id:
-        return Response(status_code=204)
+        _free(slot)
+        return Response(status_code=204, headers=headers)
 
     def on_close() -> None:
         if body.on_disconnect == "cancel":
             manager.cancel_soon(run, "client_disconnected")
 
-    return _response(fanout, run, cursor, chosen, settings, body.max_rate, on_close)
+    return _response(
+        fanout, run, cursor, chosen, settings, body.max_rate, on_close, headers, on_done=slot
+    )
 
 
 @router.post(
@@ -154,15 +197,19 @@ async def start_background_run(
     graph: str,
     body: RunBody,
     request: Request,
+    response: Response,
     registry: RegistryDep,
     manager: ManagerDep,
     settings: SettingsDep,
     tenant: TenantDep,
     tokens: StreamTokensDep,
+    limits: LimitsDep,
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> dict[str, Any]:
     key = _key(idempotency_key, tenant, graph, body)
-    run, _, _ = await _start(graph, body, registry, manager, settings, tenant, key)
+    entry, asked, _ = _prepare(graph, body, registry, settings, tenant, key)
+    run, _, headers = await _start(entry, asked, manager, limits, tenant)
+    response.headers.update(headers)
     return {
         "run_id": run.run_id,
         "thread_id": run.record.thread_id,
@@ -176,7 +223,7 @@ async def start_background_run(
     name="stream_run",
     response_model=None,
     response_class=EventStream,
-    responses={**SSE_OK, **errors(404, 422)},
+    responses={**SSE_OK, **errors(401, 404, 422, 429)},
 )
 async def stream_run(
     run_id: str,
@@ -185,6 +232,7 @@ async def stream_run(
     settings: SettingsDep,
     fanout: FanOutDep,
     tenant: TenantDep,
+    limits: LimitsDep,
     last_event_id_header: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
     last_event_id: Annotated[str | None, Query()] = None,
     max_rate: Annotated[float | None, Query(gt=0, le=1000)] = None,
@@ -201,7 +249,13 @@ async def stream_run(
     reader = run.reader
     if reader.closed and cursor >= reader.last_id:
         return Response(status_code=204)
-    return _response(fanout, run, cursor, chosen, settings, max_rate)
+    slot = limits.open_stream(tenant)
+    return _response(fanout, run, cursor, chosen, settings, max_rate, on_done=slot)
+
+
+def _free(slot: Release | None) -> None:
+    if slot is not None:
+        slot()
 
 
 def _names(value: str | None) -> list[str] | None:
