@@ -49,13 +49,15 @@ async def stream(
     *,
     record_arrivals: bool = False,
     first_token: asyncio.Event | None = None,
+    headers: dict[str, str] | None = None,
 ) -> StreamResult:
     """Open one SSE stream on 127.0.0.1:`port` and read it to the end."""
     result = StreamResult()
     payload = json.dumps(body).encode() if body is not None else b""
+    extra = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
     head = (
         f"{method} {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nAccept: text/event-stream\r\n"
-        f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n{extra}\r\n"
     ).encode()
     reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=1 << 20)
     try:

@@ -3,10 +3,12 @@
 whole `POST /graphs/chat/stream` of one token, one request at a time on a kept-alive
 connection, on four services alternated round by round:
 
-    off       no per-key limit (the baseline)
+    off       no key, no per-key limit (the baseline)
     slots     MAX_RUNS_PER_KEY and MAX_STREAMS_PER_KEY (counters in the process)
     rate      RATE_LIMIT_RUNS in the `limits` memory storage (a moving window)
     redis     RATE_LIMIT_RUNS in Redis (REDIS_URL: the machine's server at 127.0.0.1:6379)
+    auth      API_KEYS set, the key sent as `X-Api-Key` (each run's stream_url then signed)
+    all       auth, slots and the memory rate together
 
 The limits are set so high that nothing is refused: the figure is the bookkeeping, not a 429.
 Beside the latencies, the service's CPU per `POST …/runs` (its process's CPU time over the
@@ -32,6 +34,8 @@ from bench.report import Figure, percentile
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 HIGH = "1000000"
+KEY = "bench-key-0123456789abcdef"
+KEY_HEADERS = {"X-Api-Key": KEY}
 
 
 def _variants(ctx: Context, prefix: str) -> dict[str, Process]:
@@ -42,18 +46,24 @@ def _variants(ctx: Context, prefix: str) -> dict[str, Process]:
         "slots": service(ctx.upstream, **slots),
         "rate": service(ctx.upstream, **rate),
         "redis": service(ctx.upstream, **rate, REDIS_URL=REDIS_URL, REDIS_KEY_PREFIX=prefix),
+        "auth": service(ctx.upstream, API_KEYS=f"bench={KEY}"),
+        "all": service(ctx.upstream, API_KEYS=f"bench={KEY}", **slots, **rate),
     }
 
 
+def _headers(kind: str) -> dict[str, str]:
+    return KEY_HEADERS if kind in ("auth", "all") else {}
+
+
 async def _round(
-    server: Process, runs: int, streams: int
+    server: Process, runs: int, streams: int, headers: dict[str, str]
 ) -> tuple[list[float], list[float], float]:
     """Milliseconds of each `POST …/runs`, then of each whole one-token `POST …/stream`; and
     the service's CPU microseconds per `POST …/runs` (with its run, once all have ended)."""
     body = chat("[[tokens=1]]")
     created: list[float] = []
     streamed: list[float] = []
-    async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+    async with httpx.AsyncClient(base_url=server.url, timeout=30, headers=headers) as http:
         cpu0 = server.cpu_s()
         for _ in range(runs):
             t0 = time.perf_counter()
@@ -62,11 +72,13 @@ async def _round(
             assert response.status_code == 202, response.text
         # the last run's end (its stream returns then): the runs' own work is counted too
         path = f"/runs/{response.json()['run_id']}/stream"
-        await client.stream(server.port, "GET", path)
+        await client.stream(server.port, "GET", path, headers=headers)
         cpu_us = (server.cpu_s() - cpu0) * 1e6 / runs
     for _ in range(streams):
         t0 = time.perf_counter()
-        result = await client.stream(server.port, "POST", "/graphs/chat/stream", body)
+        result = await client.stream(
+            server.port, "POST", "/graphs/chat/stream", body, headers=headers
+        )
         streamed.append((time.perf_counter() - t0) * 1000)
         assert result.end_data.get("status") == "completed", result
     return created, streamed, cpu_us
@@ -124,15 +136,15 @@ def run(ctx: Context) -> list[Figure]:
     cpu: dict[str, list[float]] = {k: [] for k in servers}
     admission: dict[str, list[float]] = {"slots": [], "rate": [], "redis": []}
     try:
-        for server in servers.values():
+        for kind, server in servers.items():
             server.start("/readyz")
-            aio(_round(server, 150, 20))  # warm up: imports, pools, the first window
+            aio(_round(server, 150, 20, _headers(kind)))  # warm up: imports, pools, the window
         for i in range(rounds):
             order = list(servers.items())
             if i % 2:
                 order.reverse()  # alternate, so a drift of the machine favours none
             for kind, server in order:
-                created, streamed, cpu_us = aio(_round(server, runs, streams))
+                created, streamed, cpu_us = aio(_round(server, runs, streams, _headers(kind)))
                 cpu[kind].append(cpu_us)
                 for route, samples in (("runs", created), ("stream", streamed)):
                     p50[kind][route].append(percentile(samples, 50))
@@ -146,8 +158,8 @@ def run(ctx: Context) -> list[Figure]:
     note = f"{rounds} rounds x ({runs} runs + {streams} streams), sequential"
     figures: list[Figure] = []
     for route, what in (("runs", "POST /runs"), ("stream", "POST /stream, 1 token")):
-        for kind in ("slots", "rate", "redis"):
-            if route == "stream" and kind != "slots":
+        for kind in ("slots", "rate", "redis", "auth", "all"):
+            if route == "stream" and kind in ("rate", "redis"):
                 continue  # a stream's run takes the same rate token as a background run
             for stat, table in (("p50", p50), ("p99", p99)):
                 figures.append(
@@ -161,7 +173,7 @@ def run(ctx: Context) -> list[Figure]:
                         note=note if not figures else "",
                     )
                 )
-    for kind in ("slots", "rate", "redis"):
+    for kind in ("slots", "rate", "redis", "auth", "all"):
         figures.append(
             Figure(
                 "limits",

@@ -1,9 +1,9 @@
 """The live server fuzzed from its own `/openapi.json` with schemathesis: no `5xx`, and every
 response is what the schema says (a documented status, its content type, its body schema).
 
-Fixed seed (`derandomize`), at most 25 examples per operation. Every request is sent with
-each entry of `HEADER_SETS`: the variant with an API key is one more entry once keys exist.
-What a failure found becomes a regression test in tests/api/test_hostile.py."""
+Fixed seed (`derandomize`), at most 25 examples per operation. Two servers: one open (no
+`API_KEYS`), one with a key, where every request is sent both with the key and without it (a
+documented `401`). What a failure found becomes a regression test in tests/api/test_hostile.py."""
 
 from __future__ import annotations
 
@@ -24,7 +24,11 @@ from schemathesis.specs.openapi.checks import (
 
 from tests.support.live import LiveServer
 
-HEADER_SETS: dict[str, dict[str, str]] = {"no key": {}}
+KEY = "fuzz-key-0123456789abcdef"
+HEADER_SETS: dict[str, dict[str, dict[str, str]]] = {
+    "open": {"no key": {}},
+    "keyed": {"key": {"X-Api-Key": KEY}, "no key": {}},
+}
 CHECKS = [
     not_a_server_error,
     status_code_conformance,
@@ -33,19 +37,26 @@ CHECKS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def fuzzed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+@pytest.fixture(scope="module", params=["open", "keyed"])
+def fuzzed(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[LiveServer, dict[str, dict[str, str]]]]:
     """Only the shipped graphs (the schema names their inputs), the offline model at full
-    speed, and room for every run the fuzzer starts."""
-    server = LiveServer(
-        tmp_path_factory.mktemp("fuzz"),
-        {"GRAPHS_DIR": "graphs", "OFFLINE_TOKEN_DELAY_S": "0", "MAX_CONCURRENT_RUNS": "1000"},
-    ).start()
-    yield server
+    speed, and room for every run the fuzzer starts; with `API_KEYS` for "keyed"."""
+    env = {"GRAPHS_DIR": "graphs", "OFFLINE_TOKEN_DELAY_S": "0", "MAX_CONCURRENT_RUNS": "1000"}
+    if request.param == "keyed":
+        env["API_KEYS"] = f"fuzz={KEY}"
+    server = LiveServer(tmp_path_factory.mktemp("fuzz"), env).start()
+    yield server, HEADER_SETS[request.param]
     server.stop()
 
 
-def _fuzz(operation: Any, url: str, statuses: Counter[tuple[str, int]]) -> None:
+def _fuzz(
+    operation: Any,
+    url: str,
+    header_sets: dict[str, dict[str, str]],
+    statuses: Counter[tuple[str, int]],
+) -> None:
     """Up to 25 generated requests to one operation, each sent with every header set; raises
     what schemathesis found."""
     label = operation.label
@@ -60,7 +71,7 @@ def _fuzz(operation: Any, url: str, statuses: Counter[tuple[str, int]]) -> None:
         phases=[Phase.explicit, Phase.generate],
     )
     def call(case: Case[Any]) -> None:
-        for headers in HEADER_SETS.values():
+        for headers in header_sets.values():
             response = case.call_and_validate(
                 base_url=url, headers=headers, checks=CHECKS, timeout=15
             )
@@ -69,14 +80,18 @@ def _fuzz(operation: Any, url: str, statuses: Counter[tuple[str, int]]) -> None:
     call()
 
 
-def test_the_server_answers_as_its_schema_says(fuzzed: LiveServer) -> None:
-    api = schemathesis.openapi.from_url(f"{fuzzed.url}/openapi.json")
+def test_the_server_answers_as_its_schema_says(
+    fuzzed: tuple[LiveServer, dict[str, dict[str, str]]],
+) -> None:
+    server, header_sets = fuzzed
+    schema_headers = next(iter(header_sets.values()))  # the key, where there is one
+    api = schemathesis.openapi.from_url(f"{server.url}/openapi.json", headers=schema_headers)
     found: dict[str, str] = {}
     statuses: Counter[tuple[str, int]] = Counter()
     for result in api.get_all_operations():
         operation = result.ok()  # type: ignore[union-attr]  # an Err raises here: a bad schema
         try:
-            _fuzz(operation, fuzzed.url, statuses)
+            _fuzz(operation, server.url, header_sets, statuses)
         except Exception as exc:  # every operation's first failure, then one assert
             found[operation.label] = str(exc)[:2000]
     assert not found, "\n\n".join(f"{label}:\n{text}" for label, text in found.items())
@@ -84,16 +99,31 @@ def test_the_server_answers_as_its_schema_says(fuzzed: LiveServer) -> None:
     for graph in ("agent", "approval", "chat", "report"):
         assert statuses[f"POST /graphs/{graph}/runs", 202] > 0, statuses
         assert statuses[f"POST /graphs/{graph}/stream", 200] > 0, statuses
+    if "key" in header_sets:  # and the same requests without it were refused
+        assert statuses["POST /graphs/chat/runs", 401] > 0, statuses
     print(sorted(statuses.items()))
 
 
-def test_the_schema_names_the_graphs_and_documents_streams(fuzzed: LiveServer) -> None:
+def test_the_schema_names_the_graphs_and_documents_streams(
+    fuzzed: tuple[LiveServer, dict[str, dict[str, str]]],
+) -> None:
     import httpx
 
-    spec = httpx.get(f"{fuzzed.url}/openapi.json").json()
+    server, header_sets = fuzzed
+    spec = httpx.get(f"{server.url}/openapi.json", headers=next(iter(header_sets.values()))).json()
     stream = spec["paths"]["/graphs/chat/stream"]["post"]
     assert list(stream["responses"]["200"]["content"]) == ["text/event-stream"]
-    assert set(stream["responses"]) >= {"200", "204", "400", "404", "409", "413", "422", "429"}
+    assert set(stream["responses"]) >= {
+        "200",
+        "204",
+        "400",
+        "401",
+        "404",
+        "409",
+        "413",
+        "422",
+        "429",
+    }
     for status in ("404", "422", "500"):
         ref = stream["responses"][status]["content"]["application/json"]["schema"]["$ref"]
         assert ref.endswith("/ErrorBody")
