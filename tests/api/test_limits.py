@@ -263,3 +263,47 @@ def test_a_stream_that_ends_frees_its_slot(per_key: LiveServer) -> None:
             with c.stream("GET", f"/runs/{run_id}/stream") as replay:
                 assert replay.status_code == 200, replay.read()
                 assert read_sse(replay)[-1].event == "end"
+
+
+ALICE = "alice-key-0123456789abcdef"
+BOB = "bob-key-0123456789abcdef01"
+
+
+@pytest.fixture(scope="module")
+def keyed(fake: FakeOpenAI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """Two keys, one run and a rate of two runs a minute each."""
+    server = _serve(
+        tmp_path_factory.mktemp("keyed-limits"),
+        fake,
+        API_KEYS=f"alice={ALICE},bob={BOB}",
+        MAX_RUNS_PER_KEY="1",
+        RATE_LIMIT_RUNS="2/minute",
+    )
+    yield server
+    server.stop()
+
+
+def test_each_key_has_its_own_limits(keyed: LiveServer) -> None:
+    with (
+        httpx.Client(base_url=keyed.url, timeout=30, headers={"X-Api-Key": ALICE}) as alice,
+        httpx.Client(
+            base_url=keyed.url, timeout=30, headers={"Authorization": f"Bearer {BOB}"}
+        ) as bob,
+    ):
+        busy = alice.post("/graphs/chat/runs", json=SLOW)
+        assert busy.status_code == 202, busy.text
+        assert _rate(busy)[:2] == (2, 1)
+        _error(alice.post("/graphs/chat/runs", json=SHORT), 429, "too_many_runs")
+        # Alice's run in progress and her spent token are hers: Bob has his own.
+        for left in (1, 0):
+            started = bob.post("/graphs/chat/runs", json=SHORT)
+            assert started.status_code == 202 and _rate(started)[:2] == (2, left), started.text
+            wait_status(bob, started.json()["run_id"], "completed")
+        refused = bob.post("/graphs/chat/runs", json=SHORT)
+        _error(refused, 429, "rate_limited")
+        assert int(refused.headers["retry-after"]) >= 1
+        # Bob's window is full; Alice's still has one run, once hers is over.
+        alice.post(f"/runs/{busy.json()['run_id']}/cancel")
+        wait_status(alice, busy.json()["run_id"], "cancelled")
+        again = alice.post("/graphs/chat/runs", json=SHORT)
+        assert again.status_code == 202 and _rate(again)[:2] == (2, 0), again.text
