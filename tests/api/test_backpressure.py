@@ -110,8 +110,10 @@ def _slow_beside_fast(
         # Measured: 23-37 against 155-277. Without lag merging both are one frame per token.
         assert len(lagged) < len(kept_pace) / 2, (len(lagged), len(kept_pace), stall_id)
     # One run's log is ~15 MB here; 20 stalled readers must not each hold a copy of it
-    # (that would be 100 MB more): what a reader holds is bounded by one batch.
-    assert rss_growth_kb < 40_000, f"RSS grew {rss_growth_kb} KB"
+    # (that would be 100 MB more): what a reader holds is bounded by one batch. Seen: 20-35 MB
+    # on a quiet machine, up to 46 MB in the shared server while other suites loaded the
+    # machine; 60 MB stays well below a copy per reader.
+    assert rss_growth_kb < 60_000, f"RSS grew {rss_growth_kb} KB"
 
 
 def test_max_rate_caps_frames_and_keeps_the_text(client: httpx.Client) -> None:
