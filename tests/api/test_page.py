@@ -230,3 +230,17 @@ def test_a_finished_agent_run_shows_its_tool_call_and_answer(
     expect(tab.get_by_test_id("answer")).to_contain_text("42")
     tab.screenshot(path=tmp_path / "screenshot-agent.png", full_page=True)
     assert (tmp_path / "screenshot-agent.png").stat().st_size > 0
+
+
+def test_a_report_run_shows_its_custom_progress_events(
+    tab: Page, offline_server: LiveServer
+) -> None:
+    _open(tab, offline_server)
+    _run(tab, "report", topic="rivers")
+    expect(tab.get_by_test_id("status")).to_contain_text("completed")
+    timeline = tab.get_by_test_id("timeline")
+    expect(timeline.locator("li.custom").first).to_be_visible()
+    expect(timeline).to_contain_text("update from")
+    assert tab.get_by_test_id("answer").text_content() == _stored_text(
+        offline_server, _watched(tab)["run_id"]
+    )
