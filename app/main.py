@@ -21,6 +21,7 @@ from app.http_guard import install as install_http_guard  # noqa: E402
 from app.lifespan import lifespan  # noqa: E402
 from app.protocols import native  # noqa: E402
 from app.settings import Settings, SettingsError  # noqa: E402
+from app.web import page  # noqa: E402
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -32,6 +33,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="LangGraph streaming service", version="0.1.0", lifespan=lifespan(settings))
     app.state.settings = settings
     native.install(app)
+    app.include_router(page.router)
     # The last added is the outermost: Forwarded -> CORS -> Auth -> BodyLimit -> routes, so a
     # preflight never needs a key, a 401 carries the CORS headers a page needs to read it, and
     # no body is read for a request without a key.

@@ -2,8 +2,9 @@
 answers `401 unauthorized` before the app sees it.
 
 - No `API_KEYS`: every request is the default tenant's (app/engine/tenancy.py).
-- With them, every path but `/healthz` and `/readyz` (unknown paths and the OpenAPI schema too)
-  needs a key, as `Authorization: Bearer KEY` or `X-Api-Key: KEY` (the LangGraph SDKs' header).
+- With them, every path but `/healthz`, `/readyz` and the live page's three files (the key
+  is typed into the page) needs a key (unknown paths and the OpenAPI schema too), as
+  `Authorization: Bearer KEY` or `X-Api-Key: KEY` (the LangGraph SDKs' header).
   A request with a key is judged by the key alone. Without one, `GET /runs/{id}/stream` may
   carry `?token=` (app/auth/tokens.py), checked against that run id.
 - `401` has the API's error body and `WWW-Authenticate: Bearer`; it never repeats what was
@@ -22,8 +23,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from app.auth.keys import KeyRing
 from app.auth.tokens import StreamTokens
 from app.engine.tenancy import DEFAULT_TENANT
+from app.web.page import PATHS as PAGE_PATHS
 
-OPEN_PATHS = frozenset({"/healthz", "/readyz"})
+OPEN_PATHS = frozenset({"/healthz", "/readyz"}) | PAGE_PATHS
 STREAM_PATH = re.compile(r"/runs/([^/]+)/stream")
 
 
