@@ -39,10 +39,13 @@ ENV PATH="/srv/.venv/bin:$PATH" \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONMALLOC=malloc \
-    SHUTDOWN_GRACE_S=8
+    SHUTDOWN_GRACE_S=8 \
+    UVICORN_HOST=0.0.0.0 \
+    UVICORN_PORT=8000
 USER app
 EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
-    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=2)"]
-# Exec form: uvicorn is PID 1 and gets the SIGTERM itself (app/shutdown.py).
-CMD ["python", "-m", "uvicorn", "app.main:app", "--host", "0.0.0.0", "--port", "8000"]
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('UVICORN_PORT', '8000'), timeout=2)"]
+# Exec form: uvicorn is PID 1 and gets the SIGTERM itself (app/shutdown.py). It reads its
+# address from UVICORN_HOST/UVICORN_PORT, so `-e UVICORN_PORT=...` moves it (and the check).
+CMD ["python", "-m", "uvicorn", "app.main:app"]
