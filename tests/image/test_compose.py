@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-import yaml
+import yaml  # type: ignore[import-untyped]
 
 from app.shutdown import ABORT_AFTER_S
 from tests.support.live import ROOT
