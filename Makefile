@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install test-system-deps run test check lint types bench bench-quick clean
+.PHONY: install test-system-deps run test check lint types bench bench-quick clean image image-base image-clean
 
 $(UV):
 	$(PYTHON) -m venv .uv
@@ -22,9 +22,9 @@ install: $(VENV)/.installed
 run: install
 	PYTHONMALLOC=malloc $(PY) -m uvicorn app.main:app --host $(HOST) --port $(PORT)
 
-# Debian packages some tests drive for real: nginx (tests/api/test_forwarded.py) and Chromium
-# (tests/api/test_browser.py). Installed only when missing; the tests fail loudly without them.
-TEST_SYSTEM_PACKAGES := nginx chromium
+# Debian packages some tests drive for real: nginx (tests/api/test_forwarded.py), Chromium
+# (tests/api/test_browser.py), buildah and debootstrap (tests/image/test_image.py). Installed only when missing; the tests fail loudly without them.
+TEST_SYSTEM_PACKAGES := nginx chromium buildah debootstrap
 SUDO := $(shell [ "$$(id -u)" = 0 ] || command -v sudo)
 
 test-system-deps:
@@ -54,6 +54,41 @@ bench: install
 
 bench-quick: install
 	$(PY) -m bench --quick $(BENCH_ARGS)
+
+# The image (README, "Image and compose"), in buildah's own storage (no Docker daemon needed):
+# a Debian base made by debootstrap, built once and kept, then the Dockerfile on top of it.
+IMAGE := localhost/langgraph-stream:latest
+IMAGE_BASE := localhost/langgraph-stream-base:bookworm
+# The mirror apt uses here (deb822 or one-line sources), else Debian's own.
+DEBIAN_MIRROR ?= $(or $(shell sed -n 's/^URIs: *\([^ ]*\).*/\1/p' /etc/apt/sources.list.d/debian.sources 2>/dev/null | head -n1),$(shell sed -n 's/^deb  *\(http[^ ]*\)  *bookworm .*/\1/p' /etc/apt/sources.list 2>/dev/null | head -n1),http://deb.debian.org/debian)
+BUILDAH := $(SUDO) buildah --storage-driver vfs
+
+image-base: test-system-deps
+	@if $(BUILDAH) inspect --type image $(IMAGE_BASE) >/dev/null 2>&1; then \
+	  echo "$(IMAGE_BASE): kept from an earlier run (make image-clean rebuilds it)"; \
+	else \
+	  set -e; dir=$$(mktemp -d); trap '$(SUDO) rm -rf "$$dir"' EXIT; \
+	  echo "debootstrap bookworm from $(DEBIAN_MIRROR)"; \
+	  $(SUDO) debootstrap --variant=minbase --include=python3,python3-venv,python3-pip,ca-certificates \
+	    bookworm "$$dir/root" $(DEBIAN_MIRROR) >"$$dir/debootstrap.log" || { tail -n 20 "$$dir/debootstrap.log"; exit 1; }; \
+	  : "this host's own CAs too (a network that re-signs TLS): the build fetches uv and the lock"; \
+	  for crt in /usr/local/share/ca-certificates/*.crt; do if [ -e "$$crt" ]; then $(SUDO) cp "$$crt" "$$dir/root/usr/local/share/ca-certificates/"; fi; done; \
+	  $(SUDO) chroot "$$dir/root" update-ca-certificates >/dev/null; \
+	  $(SUDO) rm -rf "$$dir"/root/var/cache/apt/archives/*.deb "$$dir"/root/var/lib/apt/lists/*; \
+	  ctr=$$($(BUILDAH) from scratch); mnt=$$($(BUILDAH) mount "$$ctr"); \
+	  $(SUDO) cp -a "$$dir/root/." "$$mnt/"; $(BUILDAH) umount "$$ctr" >/dev/null; \
+	  $(BUILDAH) config --env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin --cmd /bin/bash "$$ctr"; \
+	  $(BUILDAH) commit --quiet --rm "$$ctr" $(IMAGE_BASE) >/dev/null; \
+	  echo "$(IMAGE_BASE): built"; \
+	fi
+
+image: image-base
+	$(BUILDAH) bud --isolation chroot --network host --layers --format docker \
+	  --build-arg BASE=$(IMAGE_BASE) -t $(IMAGE) .
+
+image-clean:
+	-$(BUILDAH) rmi --force $(IMAGE) $(IMAGE_BASE)
+	-$(BUILDAH) rmi --prune
 
 clean:
 	rm -rf .venv .uv .pytest_cache .mypy_cache .ruff_cache
