@@ -177,11 +177,9 @@ def test_a_run_cancelled_by_its_vanished_client_frees_its_slot(per_key: LiveServ
                 assert stream.status_code == 200
                 run_id = next(parse_sse(stream.iter_lines())).data["run_id"]
                 over = c.post("/graphs/chat/runs", json=SHORT)
-                assert over.status_code == 429, (
-                    over.text,
-                    c.get(f"/runs/{run_id}").json(),
-                    c.get(f"/runs/{background['run_id']}").json(),
-                )
+                ran = {r: c.get(f"/runs/{r}").json() for r in (run_id, background["run_id"])}
+                held = {r: (v["status"], v.get("reason"), v.get("error")) for r, v in ran.items()}
+                assert over.status_code == 429, (over.status_code, held)
                 _error(over, 429, "too_many_runs")
             # the client went away: its run is cancelled and its slot freed
             wait_status(c, run_id, "cancelled", timeout=10)
