@@ -4,7 +4,8 @@ answers `401 unauthorized` before the app sees it.
 - No `API_KEYS`: every request is the default tenant's (app/engine/tenancy.py).
 - With them, every path but `/healthz` and `/readyz` (unknown paths and the OpenAPI schema too)
   needs a key, as `Authorization: Bearer KEY` or `X-Api-Key: KEY` (the LangGraph SDKs' header).
-  A request with a key is judged by the key alone. Without one, `GET /runs/{id}/stream` may
+  A request with a key is judged by the key alone. `/metrics` also takes METRICS_TOKEN, the
+  same ways. Without one, `GET /runs/{id}/stream` may
   carry `?token=` (app/auth/tokens.py), checked against that run id.
 - `401` has the API's error body and `WWW-Authenticate: Bearer`; it never repeats what was
   sent. CORS preflights are answered by the CORS middleware outside this one, so they need no
@@ -13,6 +14,7 @@ answers `401 unauthorized` before the app sees it.
 
 from __future__ import annotations
 
+import hmac
 import re
 from urllib.parse import parse_qs
 
@@ -24,13 +26,17 @@ from app.auth.tokens import StreamTokens
 from app.engine.tenancy import DEFAULT_TENANT
 
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})
+METRICS_PATH = "/metrics"
 STREAM_PATH = re.compile(r"/runs/([^/]+)/stream")
 
 
 class AuthMiddleware:
-    def __init__(self, app: ASGIApp, keys: KeyRing | None) -> None:
+    def __init__(
+        self, app: ASGIApp, keys: KeyRing | None, metrics_token: str | None = None
+    ) -> None:
         self.app = app
         self.keys = keys
+        self.metrics_token = metrics_token.encode() if metrics_token else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -46,6 +52,10 @@ class AuthMiddleware:
             await self.app(scope, receive, send)
             return
         presented = _presented_key(scope)
+        if path == METRICS_PATH and self._metrics_token(presented):
+            state["tenant"] = DEFAULT_TENANT
+            await self.app(scope, receive, send)
+            return
         if presented is not None:
             tenant = self.keys.tenant_of(presented)
             problem = "the API key is not valid"
@@ -61,6 +71,12 @@ class AuthMiddleware:
             return
         state["tenant"] = tenant
         await self.app(scope, receive, send)
+
+    def _metrics_token(self, presented: str | None) -> bool:
+        """`presented` is METRICS_TOKEN (which opens `/metrics` and nothing else)."""
+        if self.metrics_token is None or presented is None:
+            return False
+        return hmac.compare_digest(presented.encode(), self.metrics_token)
 
     def _token_tenant(self, scope: Scope, path: str) -> str | None:
         assert self.keys is not None
