@@ -9,6 +9,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -203,3 +204,23 @@ def test_text_logs_stay_readable_and_redact_tokens() -> None:
     )
     record = logging.LogRecord("app.engine", logging.INFO, __file__, 1, "run %s", ("r1",), None)
     assert TextFormatter().format(record) == "INFO:     app.engine: run r1"
+
+
+def test_the_tenant_label_only_when_asked(fake: FakeOpenAI, tmp_path: Path) -> None:
+    env = {
+        "OPENAI_API_KEY": MODEL_KEY,
+        "OPENAI_BASE_URL": fake.base_url,
+        "API_KEYS": AUTH_KEYS,
+        "METRICS_TOKEN": METRICS_TOKEN,
+        "METRICS_TENANT_LABEL": "true",
+    }
+    server = LiveServer(tmp_path, env).start()
+    try:
+        with httpx.Client(base_url=server.url, headers=bearer(ALICE_KEY), timeout=30) as c:
+            assert _stream(c, "chat", {"input": {"query": "t [[tokens=2]]"}})[-1].event == "end"
+        samples = scrape(server)
+        labels = {"graph": "chat", "tenant": "alice"}
+        assert value(samples, "lgstream_runs_started_total", **labels) == 1
+        assert value(samples, "lgstream_runs_finished_total", **labels, status="completed") == 1
+    finally:
+        server.stop()
