@@ -79,11 +79,13 @@ def lifespan(settings: Settings) -> Any:
                     logs=backends.logs,
                     broker=backends.broker,
                     rewinder=backends.rewinder,
+                    observer=app.state.metrics,
                 )
                 async with manager:
                     app.state.registry = registry
                     app.state.manager = manager
                     app.state.fanout = FanOut()
+                    app.state.metrics.watch(app.state.fanout)
                     app.state.limits = KeyLimits(
                         rate=settings.run_rate,
                         max_runs=settings.max_runs_per_key,

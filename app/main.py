@@ -7,7 +7,6 @@ from app.preflight import refuse_several_workers_on_sqlite
 
 refuse_several_workers_on_sqlite()  # before the slow imports: see app/preflight.py
 
-import logging  # noqa: E402
 import sys  # noqa: E402
 
 from fastapi import FastAPI  # noqa: E402
@@ -19,6 +18,9 @@ from app.body_limit import BodyLimitMiddleware  # noqa: E402
 from app.forwarded import ForwardedMiddleware  # noqa: E402
 from app.http_guard import install as install_http_guard  # noqa: E402
 from app.lifespan import lifespan  # noqa: E402
+from app.logformat import configure_logging  # noqa: E402
+from app.metrics import Metrics  # noqa: E402
+from app.metrics import install as install_metrics  # noqa: E402
 from app.protocols import native  # noqa: E402
 from app.settings import Settings, SettingsError  # noqa: E402
 from app.web import page  # noqa: E402
@@ -28,17 +30,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings.load()
     settings.check_database()
     check_redis(settings)
-    _configure_logging(settings)
+    configure_logging(settings.log_format, settings.log_level)
     install_http_guard(settings.max_header_bytes, settings.request_read_timeout_s)
     app = FastAPI(title="LangGraph streaming service", version="0.1.0", lifespan=lifespan(settings))
     app.state.settings = settings
     native.install(app)
     app.include_router(page.router)
+    install_metrics(app, Metrics(tenant_label=settings.metrics_tenant_label))
     # The last added is the outermost: Forwarded -> CORS -> Auth -> BodyLimit -> routes, so a
     # preflight never needs a key, a 401 carries the CORS headers a page needs to read it, and
     # no body is read for a request without a key.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
-    app.add_middleware(AuthMiddleware, keys=settings.key_ring)
+    token = settings.metrics_token
+    app.add_middleware(
+        AuthMiddleware,
+        keys=settings.key_ring,
+        metrics_token=token.get_secret_value() if token is not None else None,
+    )
     if settings.cors_origin_list:
         app.add_middleware(
             CORSMiddleware,
@@ -67,16 +75,6 @@ CORS_EXPOSED_HEADERS = [
     "RateLimit-Remaining",
     "RateLimit-Reset",
 ]
-
-
-def _configure_logging(settings: Settings) -> None:
-    logger = logging.getLogger("app")
-    logger.setLevel(settings.log_level)
-    if not logger.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(levelname)s:     %(name)s: %(message)s"))
-        logger.addHandler(handler)
-        logger.propagate = False
 
 
 def _build() -> FastAPI:

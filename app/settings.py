@@ -85,6 +85,12 @@ class Settings(BaseSettings):
     # reads the same variable from the environment for X-Forwarded-Proto/-For.
     forwarded_allow_ips: str = "127.0.0.1"
     log_level: str = "INFO"
+    # `text` (readable) or `json` (one object a line); access logs follow it (app/logformat.py).
+    log_format: str = "text"
+
+    # GET /metrics: with API_KEYS, a key or this token (Bearer); the tenant as a label if on.
+    metrics_token: SecretStr | None = None
+    metrics_tenant_label: bool = False
 
     @field_validator(
         "rate_limit_runs", "max_runs_per_key", "max_streams_per_key", "redis_url", mode="before"
@@ -150,6 +156,22 @@ class Settings(BaseSettings):
                 raise ValueError(f"{origin!r} is not an origin such as https://app.example.com")
             if origin.endswith("/"):
                 raise ValueError(f"{origin!r}: an origin has no path (drop the trailing '/')")
+        return value
+
+    @field_validator("log_format")
+    @classmethod
+    def _known_format(cls, value: str) -> str:
+        if value.lower() not in {"text", "json"}:
+            raise ValueError("must be text or json")
+        return value.lower()
+
+    @field_validator("metrics_token")
+    @classmethod
+    def _strong_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value():
+            return None
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("must be at least 16 characters")
         return value
 
     @field_validator("log_level")

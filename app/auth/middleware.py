@@ -5,7 +5,8 @@ answers `401 unauthorized` before the app sees it.
 - With them, every path but `/healthz`, `/readyz` and the live page's three files (the key
   is typed into the page) needs a key (unknown paths and the OpenAPI schema too), as
   `Authorization: Bearer KEY` or `X-Api-Key: KEY` (the LangGraph SDKs' header).
-  A request with a key is judged by the key alone. Without one, `GET /runs/{id}/stream` may
+  A request with a key is judged by the key alone. `/metrics` also takes METRICS_TOKEN, the
+  same ways. Without one, `GET /runs/{id}/stream` may
   carry `?token=` (app/auth/tokens.py), checked against that run id.
 - `401` has the API's error body and `WWW-Authenticate: Bearer`; it never repeats what was
   sent. CORS preflights are answered by the CORS middleware outside this one, so they need no
@@ -14,6 +15,7 @@ answers `401 unauthorized` before the app sees it.
 
 from __future__ import annotations
 
+import hmac
 import re
 from urllib.parse import parse_qs
 
@@ -26,13 +28,17 @@ from app.engine.tenancy import DEFAULT_TENANT
 from app.web.page import PATHS as PAGE_PATHS
 
 OPEN_PATHS = frozenset({"/healthz", "/readyz"}) | PAGE_PATHS
+METRICS_PATH = "/metrics"
 STREAM_PATH = re.compile(r"/runs/([^/]+)/stream")
 
 
 class AuthMiddleware:
-    def __init__(self, app: ASGIApp, keys: KeyRing | None) -> None:
+    def __init__(
+        self, app: ASGIApp, keys: KeyRing | None, metrics_token: str | None = None
+    ) -> None:
         self.app = app
         self.keys = keys
+        self.metrics_token = metrics_token.encode() if metrics_token else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -48,6 +54,10 @@ class AuthMiddleware:
             await self.app(scope, receive, send)
             return
         presented = _presented_key(scope)
+        if path == METRICS_PATH and self._metrics_token(presented):
+            state["tenant"] = DEFAULT_TENANT
+            await self.app(scope, receive, send)
+            return
         if presented is not None:
             tenant = self.keys.tenant_of(presented)
             problem = "the API key is not valid"
@@ -63,6 +73,12 @@ class AuthMiddleware:
             return
         state["tenant"] = tenant
         await self.app(scope, receive, send)
+
+    def _metrics_token(self, presented: str | None) -> bool:
+        """`presented` is METRICS_TOKEN (which opens `/metrics` and nothing else)."""
+        if self.metrics_token is None or presented is None:
+            return False
+        return hmac.compare_digest(presented.encode(), self.metrics_token)
 
     def _token_tenant(self, scope: Scope, path: str) -> str | None:
         assert self.keys is not None

@@ -55,6 +55,7 @@ Design record
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import time
 import uuid
@@ -66,7 +67,7 @@ from typing import Any
 from langchain_core.runnables import RunnableConfig
 from langgraph.types import Command
 
-from app.engine import events, recovery
+from app.engine import events, logctx, recovery
 from app.engine.admission import Admit, Release
 from app.engine.config import EngineConfig
 from app.engine.errors import (
@@ -87,7 +88,15 @@ from app.engine.ids import ID_RANGE
 from app.engine.limits import RunGuard
 from app.engine.mapping import EventMapper
 from app.engine.persist import Persister
-from app.engine.ports import CancelBroker, LogFactory, Mark, Rewinder, RunStore
+from app.engine.ports import (
+    CancelBroker,
+    LogFactory,
+    Mark,
+    NoObserver,
+    Rewinder,
+    RunObserver,
+    RunStore,
+)
 from app.engine.record import RunRecord
 from app.engine.registry import GraphEntry, GraphRegistry
 from app.engine.run import Phase, Run, RunRequest
@@ -107,8 +116,10 @@ class RunManager:
         logs: LogFactory,
         broker: CancelBroker,
         rewinder: Rewinder | None,
+        observer: RunObserver | None = None,
     ) -> None:
         self._config = config
+        self._observer: RunObserver = observer or NoObserver()
         self._registry = registry
         self._context = context
         self._store = store
@@ -348,13 +359,23 @@ class RunManager:
             raise StoreUnavailable(problem) from exc
         timeout = request.timeout_s or self._config.run_timeout_s
         context = self._context if graph.takes_model_context else None
+        # The task's own context names the run, so every line logged inside it does.
+        run_context = contextvars.copy_context()
+        run_context.run(logctx.enter, record)
         run.task = asyncio.create_task(
             execute(run, graph, payload, config, context, timeout, self._config.max_run_log_bytes),
             name=f"run:{run_id}",
+            context=run_context,
         )
         run.task.add_done_callback(lambda task: self._finalize(run, task))
+        self._observer.run_started(record)
         log.info(
-            "run %s started: graph=%s thread=%s tenant=%s", run_id, graph.name, thread_id, tenant
+            "run %s started: graph=%s thread=%s tenant=%s",
+            run_id,
+            graph.name,
+            thread_id,
+            tenant,
+            extra=logctx.of(record),
         )
         return run
 
@@ -404,12 +425,16 @@ class RunManager:
         self._persister.finished(run)
         if ending.error is not None and ending.reason == "store_unavailable":
             self._persister.failed(ending.error["message"])  # a checkpoint write failed
+        asked = run.cancel_asked_at
+        latency = None if asked is None else time.monotonic() - asked
+        self._observer.run_ended(record, run.guard.tokens, latency)
         log.info(
             "run %s ended: %s (%s) in %.0f ms",
             record.run_id,
             ending.status.value,
             ending.reason,
             record.elapsed_ms or 0,
+            extra=logctx.of(record),
         )
 
     def _release(self, run_id: str) -> None:
@@ -482,6 +507,7 @@ class RunManager:
         if run.stopping is None:
             if roll_back and run.mark is None:
                 raise Unsupported("action: 'rollback' is not supported with this checkpointer")
+            run.cancel_asked_at = time.monotonic()
             run.cancel_reason = run.cancel_reason or ("rollback" if roll_back else reason)
             run.rolling_back = roll_back
             run.phase = Phase.STOPPING
@@ -512,7 +538,12 @@ class RunManager:
             try:
                 await self._rewinder.rewind(run.mark)
                 rolled_back = True
-                log.info("run %s rolled back thread %s", run.run_id, run.record.thread_id)
+                log.info(
+                    "run %s rolled back thread %s",
+                    run.run_id,
+                    run.record.thread_id,
+                    extra=logctx.of(run.record),
+                )
             except Exception:
                 log.exception(
                     "run %s: rollback failed; the thread keeps its checkpoints", run.run_id

@@ -194,3 +194,26 @@ class Rewinder(Protocol):
     async def rewind(self, mark: Mark) -> None:
         """Delete every checkpoint and write of the thread made after `mark`, and restore the
         marked checkpoints' writes."""
+
+
+class RunObserver(Protocol):
+    """Told when a run starts and ends (app/metrics.py counts them). Called on the event loop,
+    once per run each: nothing per token or per event, so it costs the hot path nothing."""
+
+    def run_started(self, record: RunRecord) -> None:
+        """The run was created and its task started."""
+
+    def run_ended(self, record: RunRecord, tokens: int, cancel_latency_s: float | None) -> None:
+        """The run's `end` was written (`record.status`, `.elapsed_ms`, `.first_token_ms` are
+        set); `tokens`: the model tokens it streamed; `cancel_latency_s`: from the first cancel
+        asked to its end, if one was."""
+
+
+class NoObserver:
+    """The observer of a manager nobody watches."""
+
+    def run_started(self, record: RunRecord) -> None:
+        return None
+
+    def run_ended(self, record: RunRecord, tokens: int, cancel_latency_s: float | None) -> None:
+        return None

@@ -26,7 +26,7 @@ from typing import Any
 
 from langchain_core.runnables import RunnableConfig
 
-from app.engine import events
+from app.engine import events, logctx
 from app.engine.codec import LogEvent
 from app.engine.failures import classify
 from app.engine.fence import Fence
@@ -172,6 +172,7 @@ class Run:
         self.task: asyncio.Task[None] | None = None
         self.phase = Phase.RUNNING
         self.cancel_reason: str | None = None
+        self.cancel_asked_at: float | None = None  # monotonic time of the first cancel asked
         self.rolling_back = False  # the cancel that stops it asked for a rollback
         self.fence: Fence | None = None  # its checkpoint writes (None: the graph has no saver)
         self.stopping: asyncio.Task[None] | None = None
@@ -237,6 +238,7 @@ class Run:
                 ending.error["code"],
                 f"{type(exc).__name__}: {exc}" if exc is not None else ending.error["message"],
                 exc_info=exc if ending.error["code"] in ("node_error", "tool_error") else None,
+                extra=logctx.of(record),
             )
             record.error = {"code": ending.error["code"], "message": ending.error["message"]}
             self.append("error", ending.error)

@@ -23,11 +23,27 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
 
-from sse_starlette.sse import EventSourceResponse, SendTimeoutError
+from sse_starlette.sse import AppStatus, EventSourceResponse, SendTimeoutError
 from starlette.types import Message, Receive, Scope, Send
 
+from app.streaming.subscriber import FanOut
+
 log = logging.getLogger("app.streaming")
+
+
+@dataclass
+class StreamWatch:
+    """Whether a stream sent its run's end (`complete`, given to `FanOut.frames`); a stream that
+    ends without it is counted in `fanout.disconnects` by why: `send_timeout`, `shutdown` (cut by
+    the shutdown), else `client_gone`."""
+
+    fanout: FanOut
+    completed: bool = False
+
+    def complete(self) -> None:
+        self.completed = True
 
 
 class StreamResponse(EventSourceResponse):
@@ -38,18 +54,30 @@ class StreamResponse(EventSourceResponse):
         send_timeout_s: float,
         headers: Mapping[str, str] | None = None,
         on_done: Callable[[], None] | None = None,
+        watch: StreamWatch | None = None,
     ) -> None:
         super().__init__(content, headers=headers, ping=0, send_timeout=send_timeout_s)
         self._on_done = on_done
+        self._watch = watch
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         # With its ping task off, only the data send can time out, and sse-starlette unwraps a
         # one-exception group: a bare SendTimeoutError is all that can come here.
+        timed_out = False
         try:
             await super().__call__(scope, receive, send)
         except SendTimeoutError:
+            timed_out = True
             self._dropped(scope)
         finally:
+            watch = self._watch
+            if watch is not None and not watch.completed:
+                if timed_out:
+                    watch.fanout.disconnected("send_timeout")
+                elif watch.fanout.stopping or AppStatus.should_exit:
+                    watch.fanout.disconnected("shutdown")
+                else:
+                    watch.fanout.disconnected("client_gone")
             if self._on_done is not None:
                 self._on_done()
 

@@ -96,12 +96,38 @@ class FanOut:
 
     def __init__(self) -> None:
         self.open_streams = 0
+        # What app/metrics.py reads at a scrape: plain counts, added once per send batch.
+        self.sent: dict[str, int] = {}  # events sent to clients, by type
+        self.tokens_merged = 0  # token events sent merged into the frame of the token before
+        self.disconnects: dict[str, int] = {}  # streams ended before the run's end, by reason
         self._runs: dict[str, _Shared] = {}
         self._unpaced = asyncio.Event()
 
     def stop_pacing(self) -> None:
         """From now on `max_rate` is ignored: every stream sends what it has left at once."""
         self._unpaced.set()
+
+    @property
+    def stopping(self) -> bool:
+        """The shutdown has cut the runs' grace short: streams are ending for it."""
+        return self._unpaced.is_set()
+
+    def disconnected(self, reason: str) -> None:
+        """A stream ended before its run's end: `client_gone`, `send_timeout`, `shutdown`."""
+        self.disconnects[reason] = self.disconnects.get(reason, 0) + 1
+
+    def _count(self, events: Sequence[LogEvent]) -> None:
+        """Count one send batch: its events by type, and the tokens merged in it."""
+        sent = self.sent
+        previous = ""
+        merged = 0
+        for event in events:
+            kind = event.type
+            sent[kind] = sent.get(kind, 0) + 1
+            if kind == "token" and previous == "token":
+                merged += 1
+            previous = kind
+        self.tokens_merged += merged
 
     def window(self) -> float:
         """The coalescing window for the current load: COALESCE_PER_STREAM_S per open stream,
@@ -120,9 +146,11 @@ class FanOut:
         on_close: Callable[[], None] | None = None,
         coalesce_s: float | None = None,
         ping_s: float = 15.0,
+        on_complete: Callable[[], None] | None = None,
     ) -> AsyncIterator[bytes]:
         """The bytes to send to one subscriber, from the event after `cursor` to the run's end,
-        with the encoder's ping whenever the run has been quiet for `ping_s`. `coalesce_s`: a
+        with the encoder's ping whenever the run has been quiet for `ping_s`; `on_complete` once the
+        last of it was sent. `coalesce_s`: a
         fixed coalescing window (0: none); None: `window()`, which follows the load."""
         shared = self._runs.get(run_id)
         if shared is None:
@@ -134,6 +162,8 @@ class FanOut:
                 shared, log, cursor, encoder, selection, max_rate, coalesce_s, ping_s
             ):
                 yield part
+            if on_complete is not None:
+                on_complete()  # the run's end was sent: not a disconnect
         finally:
             self.open_streams -= 1
             shared.readers -= 1
@@ -175,6 +205,7 @@ class FanOut:
                 continue
             if interval and not self._unpaced.is_set():
                 payload, taken = merge_tokens(events, 0)
+                self._count(events[:taken])
                 frame = encoder.frame(events[taken - 1].id, events[0].type, payload)
                 cursor = events[taken - 1].id if taken < len(events) else batch[-1].id
                 for part in sends((frame,)):
@@ -192,11 +223,15 @@ class FanOut:
                         yield encoder.ping
                 continue
             if len(events) == 1:
+                kind = events[0].type
+                self.sent[kind] = self.sent.get(kind, 0) + 1
                 parts: Iterable[bytes] = sends(_framed(encoder, events[0]))
             elif upto > cursor:  # a read to a window boundary, as the others at that boundary
                 parts = _shared_sends(shared, encoder, selection, cursor, batch[-1].id, events)
             else:
                 parts = sends(encode_merged(encoder, events))
+            if len(events) > 1:
+                self._count(events)
             cursor = batch[-1].id
             for part in parts:
                 yield part

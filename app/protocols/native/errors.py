@@ -85,7 +85,13 @@ def _field(loc: tuple[Any, ...]) -> str:
 
 def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(EngineError)
-    async def _engine(_: Request, exc: EngineError) -> JSONResponse:
+    async def _engine(request: Request, exc: EngineError) -> JSONResponse:
+        if isinstance(exc, LimitExceeded | TooManyRuns):
+            metrics = getattr(request.app.state, "metrics", None)
+            if metrics is not None:
+                metrics.refused(
+                    exc.code if isinstance(exc, LimitExceeded) else "max_concurrent_runs"
+                )
         return response_for(exc)
 
     @app.exception_handler(RequestValidationError)

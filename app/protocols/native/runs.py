@@ -45,7 +45,7 @@ from app.protocols.native.schemas import (
 )
 from app.settings import Settings
 from app.streaming.selection import Selection
-from app.streaming.sse import StreamResponse
+from app.streaming.sse import StreamResponse, StreamWatch
 from app.streaming.subscriber import FanOut
 
 router = APIRouter()
@@ -123,6 +123,7 @@ def _response(
     headers: dict[str, str] | None = None,
     on_done: Release | None = None,
 ) -> StreamResponse:
+    watch = StreamWatch(fanout)
     frames = fanout.frames(
         run.run_id,
         run.reader,
@@ -132,12 +133,14 @@ def _response(
         max_rate=max_rate,
         on_close=on_close,
         ping_s=settings.ping_interval_s,
+        on_complete=watch.complete,
     )
     return StreamResponse(
         frames,
         send_timeout_s=settings.send_timeout_s,
         headers={**HEADERS, **(headers or {})},
         on_done=on_done,
+        watch=watch,
     )
 
 
