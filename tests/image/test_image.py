@@ -184,6 +184,10 @@ def test_the_image_serves_streams_and_ends_every_stream_on_sigterm(
         assert stream[-1].event == "end", stream[-3:]
         assert stream[-1].data == {**stream[-1].data, "status": "cancelled", "reason": "shutdown"}
     assert "Traceback" not in container.logs(), container.logs()
+    # The image logs JSON (LOG_FORMAT=json), one object per line, the access log included.
+    logged = [json.loads(line) for line in container.logs().splitlines() if line.startswith("{")]
+    assert logged and all({"ts", "level", "logger", "msg"} <= set(x) for x in logged)
+    assert any(x["logger"].startswith("uvicorn.access") for x in logged), logged[-5:]
 
 
 def test_a_database_url_the_user_cannot_write_stops_with_one_line(
