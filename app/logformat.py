@@ -78,6 +78,12 @@ def configure_logging(log_format: str, level: str) -> None:
     access = logging.getLogger("uvicorn.access")
     if access.handlers:  # none: uvicorn runs with --no-access-log
         _install(access, formatter(False))
+    # Every other library (LangChain's callback warnings, httpx, ...) logs through the root
+    # logger: give it the same format, else Python's last-resort handler prints plain text.
+    root = logging.getLogger()
+    _install(root, formatter(True))
+    if root.level == logging.NOTSET or root.level < logging.WARNING:
+        root.setLevel(logging.WARNING)
 
 
 def _install(logger: logging.Logger, formatter: logging.Formatter) -> None:

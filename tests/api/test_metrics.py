@@ -75,6 +75,13 @@ def wait_metrics(server: LiveServer, ok: Callable[[Samples], bool], timeout: flo
         time.sleep(0.05)
 
 
+def _first_token(c: httpx.Client, run_id: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while c.get(f"/runs/{run_id}").json().get("first_token_ms") is None:
+        assert time.monotonic() < deadline, f"run {run_id} streamed no token"
+        time.sleep(0.02)
+
+
 def _stream(c: httpx.Client, graph: str, body: dict[str, Any]) -> list[Any]:
     with c.stream("POST", f"/graphs/{graph}/stream", json=body) as response:
         assert response.status_code == 200, response.read()
@@ -116,7 +123,8 @@ def test_metrics_move_with_runs_and_streams(metered: LiveServer) -> None:
         assert refused.status_code == 429 and refused.json()["error"]["code"] == "too_many_runs"
         running = scrape(metered)
         assert value(running, "lgstream_runs_in_progress", graph="chat") >= 2
-        for run in slow:
+        for run in slow:  # each has streamed its first token (a time to count) when cancelled
+            _first_token(c, run["run_id"])
             assert c.post(run["cancel_url"]).json()["status"] == "cancelled"
     after = wait_metrics(
         metered, lambda s: value(s, "lgstream_runs_in_progress", graph="chat") == 0, timeout=30

@@ -112,11 +112,13 @@ class Container:
         while todo:
             pid = todo.pop()
             seen.append(pid)
-            try:
-                kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-            except OSError:
-                continue
-            todo.extend(int(k) for k in kids)
+            # Every thread's children: buildah is Go, and any of its threads may fork.
+            for task in Path(f"/proc/{pid}/task").glob("*"):
+                try:
+                    kids = (task / "children").read_text().split()
+                except OSError:
+                    continue
+                todo.extend(int(k) for k in kids if int(k) not in seen)
         for pid in seen:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
             if b"uvicorn" in cmdline and b"buildah" not in cmdline[0]:
