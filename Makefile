@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install test-system-deps run test check lint types bench bench-quick clean image image-base image-clean
+.PHONY: install test-system-deps test-services run test check lint types bench bench-quick clean image image-base image-clean
 
 $(UV):
 	$(PYTHON) -m venv .uv
@@ -23,8 +23,11 @@ run: install
 	PYTHONMALLOC=malloc $(PY) -m uvicorn app.main:app --host $(HOST) --port $(PORT)
 
 # Debian packages some tests drive for real: nginx (tests/api/test_forwarded.py), Chromium
-# (tests/api/test_browser.py), buildah and debootstrap (tests/image/test_image.py). Installed only when missing; the tests fail loudly without them.
-TEST_SYSTEM_PACKAGES := nginx chromium buildah debootstrap
+# (tests/api/test_browser.py), buildah and debootstrap (tests/image/test_image.py), Redis
+# (the rate limits' Redis storage, tests/api/test_limits.py). Installed only when missing; the
+# tests fail loudly without them.
+TEST_SYSTEM_PACKAGES := nginx chromium buildah debootstrap redis-server
+REDIS_PORT ?= 6379
 SUDO := $(shell [ "$$(id -u)" = 0 ] || command -v sudo)
 
 test-system-deps:
@@ -36,7 +39,18 @@ test-system-deps:
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 
-test: install test-system-deps
+# The Redis server the tests use at 127.0.0.1:$(REDIS_PORT): started here when nothing answers.
+test-services: test-system-deps
+	@if ! redis-cli -h 127.0.0.1 -p $(REDIS_PORT) ping >/dev/null 2>&1; then \
+	  echo "starting redis-server on 127.0.0.1:$(REDIS_PORT) for the tests"; \
+	  PATH="$$PATH:/usr/sbin:/usr/bin" redis-server --daemonize yes --bind 127.0.0.1 \
+	    --port $(REDIS_PORT) --save '' --appendonly no; \
+	  for i in 1 2 3 4 5 6 7 8 9 10; do \
+	    redis-cli -h 127.0.0.1 -p $(REDIS_PORT) ping >/dev/null 2>&1 && break; sleep 0.5; done; \
+	  redis-cli -h 127.0.0.1 -p $(REDIS_PORT) ping >/dev/null; \
+	fi
+
+test: install test-services
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: install
