@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+from playwright.sync_api import Browser, sync_playwright
 
 from tests.support.fake_openai import FakeOpenAI
 from tests.support.live import LiveServer
@@ -112,3 +114,16 @@ def client(server: LiveServer) -> Iterator[httpx.Client]:
 def offline_client(offline_server: LiveServer) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=offline_server.url, timeout=30) as c:
         yield c
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """Debian's Chromium driven by Playwright (never a downloaded browser), for the page, CORS
+    and EventSource tests."""
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.fail("chromium is not installed: `make test` installs it (apt-get install chromium)")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, headless=True)
+        yield browser
+        browser.close()

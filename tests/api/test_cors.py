@@ -6,13 +6,11 @@ to `end`, while a page from an origin not on the list is refused."""
 
 from __future__ import annotations
 
-import shutil
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, sync_playwright
+from playwright.sync_api import Browser
 
 from tests.conftest import ALICE_KEY
 from tests.support.live import LiveServer
@@ -84,17 +82,6 @@ def test_responses_expose_the_headers_clients_read_even_a_401(
         }
         assert exposed == EXPOSED
     assert response.status_code == 200
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    chromium = shutil.which("chromium")
-    if chromium is None:
-        pytest.fail("chromium is not installed: `make test` installs it (apt-get install chromium)")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=chromium, headless=True)
-        yield browser
-        browser.close()
 
 
 START_AND_WATCH = """async ([api, key]) => {
