@@ -16,7 +16,7 @@ import pytest
 
 from tests.graphs.leaky import SECRET_PATH, SECRET_URL
 from tests.support.fake_openai import FakeOpenAI
-from tests.support.live import LiveServer, stream_run
+from tests.support.live import LiveServer, refused_start, stream_run
 
 
 def _error(response: httpx.Response, status: int, code: str) -> str:
@@ -264,12 +264,7 @@ def test_a_slow_max_rate_still_pings(guarded_client: httpx.Client) -> None:
 def test_a_harmful_setting_stops_startup_with_one_line(
     tmp_path: Path, env: dict[str, str], name: str
 ) -> None:
-    server = LiveServer(tmp_path, env).start(wait=False)
-    try:
-        assert server.wait_exit(timeout=30) != 0
-    finally:
-        server.stop()
-    logs = server.logs()
+    logs = refused_start(tmp_path, env)
     assert name in logs and "Traceback" not in logs, logs
 
 

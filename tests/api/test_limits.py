@@ -16,7 +16,14 @@ import pytest
 
 from tests.conftest import _fake_upstream
 from tests.support.fake_openai import FakeOpenAI, free_port
-from tests.support.live import LiveServer, RawSSEClient, parse_sse, read_sse, wait_status
+from tests.support.live import (
+    LiveServer,
+    RawSSEClient,
+    parse_sse,
+    read_sse,
+    refused_start,
+    wait_status,
+)
 from tests.support.redis import key_prefix
 
 SLOW = {"input": {"query": "slow [[tokens=500]] [[delay=0.02]]"}}  # ~10 s unless cancelled
@@ -130,12 +137,8 @@ def test_no_limit_set_sends_no_ratelimit_headers(client: httpx.Client) -> None:
 def test_bad_limit_setting_stops_startup_with_one_line(
     tmp_path: Path, env: dict[str, str], name: str
 ) -> None:
-    server = LiveServer(tmp_path, env).start(wait=False)
-    try:
-        assert server.wait_exit(timeout=30) != 0
-    finally:
-        server.stop()
-    lines = [line for line in server.logs().splitlines() if line.strip()]
+    logs = refused_start(tmp_path, env)
+    lines = [line for line in logs.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("ERROR: ") and name in lines[0], lines
 
 

@@ -306,3 +306,13 @@ def _dechunk(body: bytes) -> bytes:
         out += body[end + 2 : end + 2 + size]
         pos = end + 2 + size + 2
     return bytes(out)
+
+
+def refused_start(tmp: Path, env: dict[str, str]) -> str:
+    """Start a server with `env` that must refuse to start: it exits non-zero; its output."""
+    server = LiveServer(tmp, env).start(wait=False)
+    try:
+        assert server.wait_exit(timeout=30) != 0
+    finally:
+        server.stop()
+    return server.logs()
