@@ -1,8 +1,8 @@
 """The engine's seams: what it needs from a log, a store, a cancel broker and a rewinder.
 
 Each port has one conformance suite (tests/conformance/) run against every implementation:
-memory and SQLite today; Redis Streams, Redis pub/sub and PostgreSQL plug in by passing the
-same suites, without touching the engine. `app/backends.py` is the one place that picks them.
+memory and SQLite for one process; Redis Streams, Redis pub/sub and PostgreSQL when several
+workers serve. `app/backends.py` is the one place that picks them.
 """
 
 from __future__ import annotations
@@ -42,6 +42,11 @@ class EventLog(EventLogReader, Protocol):
         """Encode `data` once and append it as the next event; raise if the log is closed."""
 
     def close(self) -> None: ...
+
+    def sealed(self) -> None:
+        """The run's final record and all its events are in the `RunStore`. A log that other
+        workers read lets its last events (`error`, `end`) go to them only now, so a reader
+        that sees `end` anywhere finds the run's final record."""
 
 
 LogFactory = Callable[[str], EventLog]
@@ -107,6 +112,63 @@ class RunStore(Protocol):
     async def probe(self) -> None:
         """Raise if the store cannot take writes now (its disk is full, say). Cheap: the
         persister calls it on every pass."""
+
+    # -- several workers on one store ------------------------------------------------------
+
+    async def claim_thread(self, thread_key: str, run_id: str) -> str | None:
+        """Make `run_id` the run in progress on the thread (`thread_key`: its
+        tenant-qualified checkpointer id) unless a run already is: return that run's id
+        (None: claimed). One claim per thread across every worker on the store."""
+
+    async def release_thread(self, thread_key: str, run_id: str) -> None:
+        """Drop the thread's claim if `run_id` holds it (else nothing)."""
+
+    async def heartbeat(self, worker_id: str, now: str) -> None:
+        """Renew the worker's lease: its last heartbeat was at `now` (ISO time)."""
+
+    async def live_workers(self, since: str) -> set[str]:
+        """The workers whose lease was renewed at or after this ISO time."""
+
+    async def take_over(self, run_id: str, owner: str, by: str) -> bool:
+        """Make `by` the owner of the run if it is still running and `owner` still owns it;
+        True if this call did. Of several workers recovering one lost worker's run at once,
+        exactly one gets True (and writes its ending)."""
+
+    async def request_cancel(self, run_id: str, action: str) -> None:
+        """Note on a running run that a cancel (`interrupt` or `rollback`) was asked: the
+        owner's fallback for a broker message it missed. The first request is kept."""
+
+    async def cancel_requests(self, owner: str) -> list[tuple[str, str]]:
+        """`(run_id, action)` for the owner's running runs that have a cancel request."""
+
+    async def close(self) -> None: ...
+
+
+class SharedLog(Protocol):
+    """The live runs' events where every worker reads them (Redis Streams). None when one
+    process serves: its runs' logs are memory logs that only it reads.
+
+    Ids and contents are the owner's log's: a follower reads each event once, in order, from
+    id 1. Appends are published in batches, off the run's task; the terminal events only once
+    the owner's log is `sealed()`. A run's published events stay while it is live and for a
+    set time after its end (then the `RunStore` has them)."""
+
+    def open(self, run_id: str) -> EventLog:
+        """A new log for a run this worker runs: what it appends is also published."""
+
+    def follow(self, run_id: str) -> EventLogReader:
+        """A reader of a run another worker runs, fed with what is published (from its first
+        event), `closed` once it has read the run's `end`. One per run in a process."""
+
+    async def published(self, run_id: str) -> list[LogEvent]:
+        """Every event published for the run (recovery copies what a lost worker sent)."""
+
+    async def publish(self, run_id: str, events: Sequence[LogEvent]) -> None:
+        """Publish these events now, after what was published (recovery's closing events),
+        and let the run's published events expire as an ended run's do."""
+
+    async def probe(self) -> None:
+        """Raise if the shared log cannot be written now."""
 
     async def close(self) -> None: ...
 

@@ -50,6 +50,9 @@ class MemoryEventLog:
         self._closed = True
         self._wake()
 
+    def sealed(self) -> None:
+        return None  # nobody else reads it
+
     def after(self, cursor: int, limit: int) -> Sequence[LogEvent]:
         start = max(cursor, 0)
         return self._events[start : start + limit]

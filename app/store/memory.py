@@ -7,10 +7,12 @@ from collections.abc import Sequence
 from app.engine.codec import LogEvent
 from app.engine.idempotency import KeyBinding
 from app.engine.record import RunRecord, RunStatus
+from app.store.one_process import OneProcessCoordination
 
 
-class MemoryRunStore:
+class MemoryRunStore(OneProcessCoordination):
     def __init__(self) -> None:
+        super().__init__()
         self._records: dict[str, dict[str, object]] = {}
         self._events: dict[str, dict[int, LogEvent]] = {}
         self._keys: dict[tuple[str, str], KeyBinding] = {}

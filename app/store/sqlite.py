@@ -33,6 +33,7 @@ from app.engine import codec
 from app.engine.codec import LogEvent
 from app.engine.idempotency import KeyBinding
 from app.engine.record import RunRecord, RunStatus
+from app.store.one_process import OneProcessCoordination
 
 if TYPE_CHECKING:
     from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
@@ -175,10 +176,11 @@ def split_frames(frames: bytes) -> list[LogEvent]:
     return events
 
 
-class SqliteRunStore:
+class SqliteRunStore(OneProcessCoordination):
     def __init__(
         self, conn: aiosqlite.Connection, lock: asyncio.Lock, owns_conn: bool, path: Path
     ) -> None:
+        super().__init__()
         self._conn = conn
         self._lock = lock
         self._owns_conn = owns_conn

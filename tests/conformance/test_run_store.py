@@ -516,3 +516,81 @@ def _undo_version_6(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX svc_runs_by_thread ON svc_runs (thread_id, created_at)")
     db.execute("DROP TABLE svc_secrets")
     db.execute("UPDATE svc_schema SET version = 5")
+
+
+# -- several workers on one store ---------------------------------------------------------
+
+
+def test_a_thread_has_one_claim_at_a_time(with_store: Run[Any]) -> None:
+    async def check(store: RunStore) -> None:
+        assert await store.claim_thread("tenant\x00t1", "r1") is None
+        assert await store.claim_thread("tenant\x00t1", "r1") is None  # its own claim again
+        assert await store.claim_thread("tenant\x00t1", "r2") == "r1"
+        assert await store.claim_thread("tenant\x00t2", "r2") is None  # another thread
+        await store.release_thread("tenant\x00t1", "r2")  # not r2's claim: nothing
+        assert await store.claim_thread("tenant\x00t1", "r3") == "r1"
+        await store.release_thread("tenant\x00t1", "r1")
+        assert await store.claim_thread("tenant\x00t1", "r3") is None
+
+    with_store(check)
+
+
+def test_only_claims_made_at_once_see_each_other_one_wins(with_store: Run[Any]) -> None:
+    async def check(store: RunStore) -> None:
+        results = await asyncio.gather(*(store.claim_thread("t", f"r{i}") for i in range(8)))
+        winners = [i for i, holder in enumerate(results) if holder is None]
+        assert len(winners) == 1
+        assert all(holder == f"r{winners[0]}" for holder in results if holder is not None)
+
+    with_store(check)
+
+
+def test_a_lease_is_live_from_its_last_heartbeat(with_store: Run[Any]) -> None:
+    async def check(store: RunStore) -> None:
+        await store.heartbeat("w1", "2026-01-01T00:00:10.000+00:00")
+        await store.heartbeat("w2", "2026-01-01T00:00:01.000+00:00")
+        await store.heartbeat("w2", "2026-01-01T00:00:12.000+00:00")  # renewed
+        await store.heartbeat("w3", "2026-01-01T00:00:02.000+00:00")
+        assert await store.live_workers("2026-01-01T00:00:05.000+00:00") == {"w1", "w2"}
+        assert await store.live_workers("2026-01-01T00:00:10.000+00:00") == {"w1", "w2"}
+        assert await store.live_workers("2026-01-01T00:00:11.000+00:00") == {"w2"}
+
+    with_store(check)
+
+
+def test_one_worker_takes_over_a_lost_workers_run(with_store: Run[Any]) -> None:
+    async def check(store: RunStore) -> None:
+        await store.save_record(_record("r1", owner="lost"))
+        done = _record("r2", owner="lost")
+        done.finish(RunStatus.COMPLETED, "done", {})
+        await store.save_record(done)
+        results = await asyncio.gather(*(store.take_over("r1", "lost", f"w{i}") for i in range(4)))
+        assert sorted(results) == [False, False, False, True]
+        winner = f"w{results.index(True)}"
+        loaded = await store.load_record("r1")
+        assert loaded is not None and loaded.owner == winner
+        assert not await store.take_over("r1", "lost", "w9")  # no longer the lost one's
+        assert not await store.take_over("r2", "lost", "w9")  # ended: nothing to take over
+        assert not await store.take_over("nope", "lost", "w9")
+
+    with_store(check)
+
+
+def test_cancel_requests_reach_the_owner_of_a_running_run(with_store: Run[Any]) -> None:
+    async def check(store: RunStore) -> None:
+        await store.save_record(_record("r1", owner="w1"))
+        await store.save_record(_record("r2", thread="t2", owner="w2"))
+        await store.request_cancel("r1", "rollback")
+        await store.request_cancel("r1", "interrupt")  # the first request is kept
+        await store.request_cancel("r2", "interrupt")
+        await store.request_cancel("nope", "interrupt")
+        assert await store.cancel_requests("w1") == [("r1", "rollback")]
+        assert await store.cancel_requests("w2") == [("r2", "interrupt")]
+        assert await store.cancel_requests("w3") == []
+        ended = await store.load_record("r1")
+        assert ended is not None
+        ended.finish(RunStatus.CANCELLED, "rollback", {})
+        await store.save_record(ended)
+        assert await store.cancel_requests("w1") == []  # an ended run has nothing to do
+
+    with_store(check)
