@@ -21,3 +21,4 @@ class EngineConfig:
     write_fence_s: float = 30.0
     event_flush_s: float = 0.5
     run_retention_s: float = 7 * 24 * 3600.0
+    heartbeat_s: float = 5.0  # WORKER_HEARTBEAT_S (app/engine/leases.py)

@@ -25,16 +25,29 @@ def _chain(exc: BaseException) -> list[BaseException]:
 
 STORE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS})
 
+# A networked store that does not answer, by the client library's class (the engine imports no
+# implementation): psycopg and its pool for PostgreSQL, redis-py for Redis.
+UNREACHABLE = {
+    "psycopg": frozenset({"OperationalError", "InterfaceError"}),
+    "psycopg_pool": frozenset({"PoolTimeout", "PoolClosed", "TooManyRequests"}),
+    "redis": frozenset({"ConnectionError", "TimeoutError", "BusyLoadingError"}),
+}
+
 
 def store_error(exc: BaseException) -> str | None:
     """What is wrong with the store, if `exc` (or what caused it) says it cannot be written: any
-    SQLite error (disk full, I/O error, read-only, locked past its busy timeout) or a full,
-    failing or read-only disk. None for anything else."""
+    SQLite error (disk full, I/O error, read-only, locked past its busy timeout), a full,
+    failing or read-only disk, or a PostgreSQL or Redis server that does not answer. None for
+    anything else."""
     for err in _chain(exc):
         if isinstance(err, sqlite3.Error):
             return f"the database cannot be written: {_short(err, 200)}"
         if isinstance(err, OSError) and err.errno in STORE_ERRNOS:
             return f"the database cannot be written: {_short(err, 200)}"
+        library = type(err).__module__.split(".")[0]
+        if type(err).__name__ in UNREACHABLE.get(library, ()):
+            what = "Redis" if library == "redis" else "the database"
+            return f"{what} cannot be reached: {_short(err, 200)}"
     return None
 
 

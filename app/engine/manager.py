@@ -55,6 +55,7 @@ Design record
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import logging
 import time
@@ -85,6 +86,7 @@ from app.engine.failures import store_error
 from app.engine.fence import fence_run
 from app.engine.idempotency import KEY_TTL_S, IdempotencyKey, KeyBinding
 from app.engine.ids import ID_RANGE
+from app.engine.leases import LOST_AFTER, Leases
 from app.engine.limits import RunGuard
 from app.engine.mapping import EventMapper
 from app.engine.persist import Persister
@@ -96,6 +98,7 @@ from app.engine.ports import (
     Rewinder,
     RunObserver,
     RunStore,
+    SharedLog,
 )
 from app.engine.record import RunRecord
 from app.engine.registry import GraphEntry, GraphRegistry
@@ -117,6 +120,7 @@ class RunManager:
         broker: CancelBroker,
         rewinder: Rewinder | None,
         observer: RunObserver | None = None,
+        shared: SharedLog | None = None,
     ) -> None:
         self._config = config
         self._observer: RunObserver = observer or NoObserver()
@@ -126,8 +130,10 @@ class RunManager:
         self._logs = logs
         self._broker = broker
         self._rewinder = rewinder
+        self._shared = shared
         self.worker_id = uuid.uuid4().hex
         self._active: dict[str, Run] = {}
+        self._remote: dict[str, Run] = {}  # runs of other workers read here (shared log)
         self._threads: dict[str, str] = {}  # checkpointer thread id -> its run in progress
         self._releases: dict[str, Release] = {}  # run id -> its admission's release
         self._finished: OrderedDict[str, tuple[Run, float]] = OrderedDict()
@@ -145,15 +151,20 @@ class RunManager:
             config.run_retention_s,
             on_failure=self._fail_live_runs,
         )
+        self._leases = Leases(
+            store, self.worker_id, config.heartbeat_s, self._on_cancel_request, self._recover
+        )
 
     # -- lifecycle -------------------------------------------------------------------------
 
     async def __aenter__(self) -> RunManager:
         if self._open or self._closing:
             raise NotOpen("the run manager can be entered once")
-        self.recovered = await recovery.recover(self._store, self._alive)
+        await self._leases.beat()  # before judging others: a live worker has a fresh lease
+        self.recovered = await self._recover(await self._leases.live_workers())
         await self._broker.start(self._on_cancel_request)
         self._persister.start()
+        self._leases.start()
         self._open = True
         return self
 
@@ -165,9 +176,20 @@ class RunManager:
     ) -> None:
         await self.close()
 
-    def _alive(self, owner: str | None) -> bool:
-        """Whether the worker that owns a stored running run is alive: only this one is."""
-        return owner == self.worker_id
+    def _alive(self, record: RunRecord, live: set[str]) -> bool:
+        """Whether a stored running run is being run: by this worker if it says so (and it is
+        here), else by a worker whose lease is live."""
+        if record.owner == self.worker_id:
+            return record.run_id in self._active
+        return record.owner in live
+
+    async def _recover(self, live: set[str]) -> list[str]:
+        """End the running runs of workers that are not `live` (app/engine/recovery.py). One
+        worker on its store: its earlier self restarted. Several: a worker was lost."""
+        code = recovery.WORKER_LOST if self._shared is not None else recovery.INTERRUPTED_BY_RESTART
+        return await recovery.recover(
+            self._store, lambda r: self._alive(r, live), self.worker_id, self._shared, code
+        )
 
     # -- lookup ----------------------------------------------------------------------------
 
@@ -181,25 +203,54 @@ class RunManager:
         return run.record if run is not None else await self._store.load_record(run_id)
 
     async def get(self, run_id: str, *, tenant: str = DEFAULT_TENANT) -> Run:
-        """The tenant's run with its event log (read back from the store if it is no longer in
-        memory)."""
-        run = self._active.get(run_id) or self._cached(run_id)
+        """The tenant's run with its event log: this worker's, another worker's read from the
+        shared log while it runs, or read back from the store."""
+        run = self._active.get(run_id) or self._cached(run_id) or await self._followed(run_id)
         if run is not None:
             _owned(run.record, run_id, tenant)
             return run
         record = _owned(await self._store.load_record(run_id), run_id, tenant)
-        run = self._active.get(run_id) or self._cached(run_id)
-        if run is None:  # still not loaded by someone else while we awaited
-            run = Run.stored(record, await self._store.load_events(run_id))
-            self._remember(run)
+        run = self._active.get(run_id) or self._cached(run_id) or self._remote.get(run_id)
+        if run is not None:  # loaded by someone else while we awaited
+            return run
+        if self._shared is not None and record.ended_at is None and record.owner != self.worker_id:
+            run = self._remote[run_id] = Run.following(record, self._shared.follow(run_id))
+            return run
+        run = Run.stored(record, await self._store.load_events(run_id))
+        self._remember(run)
         return run
+
+    async def _followed(self, run_id: str) -> Run | None:
+        """Another worker's run read here; once it has ended, the finished run (its final
+        record, which is stored before its `end` is published, and the events read)."""
+        run = self._remote.get(run_id)
+        if run is None or not run.reader.closed:
+            return run
+        record = await self._store.load_record(run_id)
+        if self._remote.pop(run_id, None) is None:
+            return self._cached(run_id)
+        if record is None:
+            return None
+        ended = Run.stored(record, run.reader.after(0, run.reader.last_id))
+        self._remember(ended)
+        return ended
 
     def _cached(self, run_id: str) -> Run | None:
         entry = self._finished.get(run_id)
         return entry[0] if entry is not None else None
 
-    def active_run_on(self, thread_id: str, *, tenant: str = DEFAULT_TENANT) -> str | None:
-        return self._threads.get(checkpoint_thread(tenant, thread_id))
+    async def active_run_on(self, thread_id: str, *, tenant: str = DEFAULT_TENANT) -> str | None:
+        """The run in progress on the tenant's thread, on any worker (None: the thread is
+        free)."""
+        thread_key = checkpoint_thread(tenant, thread_id)
+        local = self._threads.get(thread_key)
+        if local is not None or self._shared is None:
+            return local
+        holder = await self._store.thread_run(thread_key)
+        if holder is None:
+            return None
+        record = await self._store.load_record(holder)
+        return holder if record is not None and record.ended_at is None else None
 
     async def thread_graph(self, thread_id: str, *, tenant: str = DEFAULT_TENANT) -> str | None:
         """The graph of the tenant's thread (its newest run's), None for an unknown thread."""
@@ -307,15 +358,16 @@ class RunManager:
         if request.resuming:
             payload = Command(resume=request.resume)
         release = await admit() if admit is not None else None
+        run_id = str(uuid.uuid4())
         try:
             self._check_capacity()  # re-check: the lookups above (and the admission) awaited
             self._check_thread_free(thread_id, thread_key)
+            await self._claim_thread(thread_id, thread_key, run_id)
         except BaseException:
             if release is not None:
                 release()
             raise
 
-        run_id = str(uuid.uuid4())
         record = RunRecord(
             run_id=run_id,
             graph=graph.name,
@@ -352,6 +404,8 @@ class RunManager:
             del self._active[run_id]
             del self._threads[thread_key]
             self._release(run_id)
+            with contextlib.suppress(Exception):
+                await self._store.release_thread(thread_key, run_id)
             problem = store_error(exc)
             if problem is None:
                 raise
@@ -390,6 +444,23 @@ class RunManager:
             raise TooManyRuns(
                 f"{self._config.max_concurrent_runs} runs are already in progress; retry shortly"
             )
+
+    async def _claim_thread(self, thread_id: str, thread_key: str, run_id: str) -> None:
+        """Hold the thread in the store, so it is busy on every worker. A claim still held by
+        a run that has ended (its claim is dropped after its record is stored) is taken over."""
+        for _ in range(2):
+            holder = await self._store.claim_thread(thread_key, run_id)
+            if holder is None:
+                return
+            ended = self._cached(holder)
+            record = ended.record if ended is not None else await self._store.load_record(holder)
+            if record is not None and record.ended_at is None:
+                break
+            await self._store.release_thread(thread_key, holder)
+        raise Conflict(
+            f"thread {thread_id!r} already has a run in progress ({holder}); wait for its end"
+            " or cancel it"
+        )
 
     def _check_thread_free(self, thread_id: str, thread_key: str) -> None:
         if thread_key in self._threads:
@@ -474,6 +545,8 @@ class RunManager:
         run = await self.get(run_id, tenant=tenant)
         while not run.done:
             await run.reader.wait(run.reader.last_id)
+        if run.remote:  # its final record was stored before its `end` was published
+            return await self.record(run_id, tenant=tenant)
         return run.record
 
     # -- cancel ----------------------------------------------------------------------------
@@ -502,7 +575,7 @@ class RunManager:
             if record is None:
                 raise NotFound(f"no run with id {run_id!r}", code="run_not_found")
             if run is None and record.ended_at is None:
-                await self._broker.publish(run_id, "rollback" if roll_back else "interrupt")
+                return await self._cancel_elsewhere(record, roll_back)
             return record
         if run.stopping is None:
             if roll_back and run.mark is None:
@@ -514,6 +587,28 @@ class RunManager:
             run.stopping = asyncio.create_task(self._stop(run), name=f"stop:{run_id}")
         await asyncio.shield(run.stopping)
         return run.record
+
+    async def _cancel_elsewhere(self, record: RunRecord, roll_back: bool) -> RunRecord:
+        """Cancel a run another worker owns: note the request on its record (the owner's
+        fallback, read on its next heartbeat), publish it (the owner acts at once), then wait
+        for its `end` on the shared log and return its final record. A lost owner's run is
+        ended by recovery within a few heartbeats: the wait covers that too."""
+        action = "rollback" if roll_back else "interrupt"
+        run_id = record.run_id
+        if self._shared is None:  # one worker: a running record not ours is being recovered
+            await self._broker.publish(run_id, action)
+            return record
+        await self._store.request_cancel(run_id, action)
+        await self._broker.publish(run_id, action)
+        run = await self.get(run_id, tenant=record.tenant)
+        bound = self._config.cancel_confirm_s + (LOST_AFTER + 2) * self._config.heartbeat_s
+        try:
+            async with asyncio.timeout(bound):
+                while not run.done:
+                    await run.reader.wait(run.reader.last_id)
+        except TimeoutError:
+            log.error("run %s: no end %.0fs after its cancel was published", run_id, bound)
+        return await self.record(run_id, tenant=record.tenant)
 
     async def _on_cancel_request(self, run_id: str, action: str) -> None:
         """A cancel published through the broker, for a run this process may own."""
@@ -604,6 +699,7 @@ class RunManager:
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
         if self._open:
+            await self._leases.stop()
             await self._persister.stop()
             await self._broker.close()
         self._open = False

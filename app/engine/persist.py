@@ -5,9 +5,11 @@ One background task does all the writing, so the store sees one writer and the r
 wait on the disk: a run appends to its log, and every `EVENT_FLUSH_S` the persister writes what
 each live run appended since the last pass. A run that ends is handed over with `finished()` and
 sealed on the next pass (woken at once): its record and all its events in one write, stored
-compactly. What a crash can lose is at most the last `EVENT_FLUSH_S` of a live run's events;
-recovery (app/engine/recovery.py) closes that run's stored log with `error`/`end` after the last
-event that reached the disk.
+compactly; then its log is told (`sealed()`: a shared log publishes its `end` only now) and
+its thread's claim is dropped (a new run on the thread takes over the claim of an ended run at
+once anyway, app/engine/manager.py). What a crash can lose is at most the last
+`EVENT_FLUSH_S` of a live run's events; recovery (app/engine/recovery.py) closes that run's
+stored log with `error`/`end` after the last event that reached the disk.
 
 The persister also reserves event ids ahead of the live runs (app/engine/ids.py): on a pass,
 a run that has used half its reserved range gets a new ceiling, all such runs in one write.
@@ -33,6 +35,7 @@ from app.engine.failures import store_error
 from app.engine.idempotency import KEY_TTL_S
 from app.engine.ids import next_ceiling
 from app.engine.ports import RunStore
+from app.engine.tenancy import checkpoint_thread
 
 if TYPE_CHECKING:
     from app.engine.run import Run
@@ -137,6 +140,11 @@ class Persister:
             await self._store.seal(run.record, events)
             run.persisted = run.log.last_id
             run.ids.raise_to(run.persisted)
+            run.log.sealed()  # other workers' readers may get its `end` now
+            record = run.record
+            await self._store.release_thread(
+                checkpoint_thread(record.tenant, record.thread_id), record.run_id
+            )
             del self._ended[run.run_id]
 
     async def _reserve(self, live: list[Run]) -> None:

@@ -123,6 +123,9 @@ class RunStore(Protocol):
     async def release_thread(self, thread_key: str, run_id: str) -> None:
         """Drop the thread's claim if `run_id` holds it (else nothing)."""
 
+    async def thread_run(self, thread_key: str) -> str | None:
+        """The run that holds the thread's claim (None: no claim)."""
+
     async def heartbeat(self, worker_id: str, now: str) -> None:
         """Renew the worker's lease: its last heartbeat was at `now` (ISO time)."""
 

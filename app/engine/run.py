@@ -180,6 +180,7 @@ class Run:
         self.persisted = 0  # the last event id written to the store
         self._size: int | None = None
         self.seen_by_persister = (0, 0.0)  # the log's last id at the persister's last pass, when
+        self.remote = False  # run by another worker (`following`)
 
     @classmethod
     def stored(cls, record: RunRecord, items: Sequence[LogEvent]) -> Run:
@@ -190,13 +191,22 @@ class Run:
         run.persisted = run.reader.last_id
         return run
 
+    @classmethod
+    def following(cls, record: RunRecord, reader: EventLogReader) -> Run:
+        """A run another worker runs, read from the shared log (`SharedLog.follow`): done once
+        the reader has read its `end`."""
+        run = cls(record, None, RunGuard(1), None)
+        run.reader = reader
+        run.remote = True
+        return run
+
     @property
     def run_id(self) -> str:
         return self.record.run_id
 
     @property
     def done(self) -> bool:
-        return self.phase is Phase.ENDED
+        return self.phase is Phase.ENDED or (self.remote and self.reader.closed)
 
     @property
     def log(self) -> EventLog:

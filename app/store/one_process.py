@@ -32,6 +32,9 @@ class OneProcessCoordination:
         if self._claims.get(thread_key) == run_id:
             del self._claims[thread_key]
 
+    async def thread_run(self, thread_key: str) -> str | None:
+        return self._claims.get(thread_key)
+
     async def heartbeat(self, worker_id: str, now: str) -> None:
         self._leases[worker_id] = now
 
@@ -41,7 +44,11 @@ class OneProcessCoordination:
     async def take_over(self, run_id: str, owner: str, by: str) -> bool:
         async with self._taking_over:
             record = await self.load_record(run_id)
-            if record is None or record.status is not RunStatus.RUNNING or record.owner != owner:
+            if (
+                record is None
+                or record.status is not RunStatus.RUNNING
+                or (record.owner or "") != owner
+            ):
                 return False
             record.owner = by
             await self.save_record(record)

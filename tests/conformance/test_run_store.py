@@ -204,7 +204,7 @@ def test_recovery_fails_running_runs_of_dead_owners_and_closes_their_logs(
         done.finish(RunStatus.COMPLETED, "done", {})
         await store.save_record(done)
 
-        recovered = await recovery.recover(store, lambda owner: owner == "me")
+        recovered = await recovery.recover(store, lambda r: r.owner == "me", "me")
         assert sorted(recovered) == ["live", "silent"]
 
         live = await store.load_record("live")
@@ -223,7 +223,7 @@ def test_recovery_fails_running_runs_of_dead_owners_and_closes_their_logs(
         assert mine is not None and mine.status is RunStatus.RUNNING
         again = await store.load_record("done")
         assert again is not None and again.status is RunStatus.COMPLETED
-        assert await recovery.recover(store, lambda owner: owner == "me") == []
+        assert await recovery.recover(store, lambda r: r.owner == "me", "me") == []
 
     with_store(check)
 
@@ -258,7 +258,7 @@ def test_recovery_closes_a_log_above_its_id_ceiling_so_no_sent_id_is_reused(
         await store.reserve_ids([("stored_past", 5)])
         await store.append_events([("stored_past", _events("stored_past", 8))])
 
-        await recovery.recover(store, lambda owner: False)
+        await recovery.recover(store, lambda r: False, "me")
 
         ahead = await store.load_events("ahead")
         assert [e.id for e in ahead] == [*range(1, 11), 4097, 4098]
@@ -462,7 +462,7 @@ def test_sqlite_store_migrates_version_4_and_a_cut_off_run_closes_after_its_stor
         store = await SqliteRunStore.open(path)
         try:
             assert await store.id_ceiling("r1") == 0
-            await recovery.recover(store, lambda owner: False)
+            await recovery.recover(store, lambda r: False, "me")
             events = await store.load_events("r1")
             assert [(e.id, e.type) for e in events[-2:]] == [(4, "error"), (5, "end")]
             await store.reserve_ids([("r2", 4096)])
@@ -526,10 +526,13 @@ def test_a_thread_has_one_claim_at_a_time(with_store: Run[Any]) -> None:
         assert await store.claim_thread("tenant\x00t1", "r1") is None
         assert await store.claim_thread("tenant\x00t1", "r1") is None  # its own claim again
         assert await store.claim_thread("tenant\x00t1", "r2") == "r1"
+        assert await store.thread_run("tenant\x00t1") == "r1"
+        assert await store.thread_run("tenant\x00t3") is None
         assert await store.claim_thread("tenant\x00t2", "r2") is None  # another thread
         await store.release_thread("tenant\x00t1", "r2")  # not r2's claim: nothing
         assert await store.claim_thread("tenant\x00t1", "r3") == "r1"
         await store.release_thread("tenant\x00t1", "r1")
+        assert await store.thread_run("tenant\x00t1") is None
         assert await store.claim_thread("tenant\x00t1", "r3") is None
 
     with_store(check)

@@ -390,7 +390,7 @@ def test_a_node_that_ignores_cancel_is_stopped_by_a_repeated_cancel(
             assert run.phase is Phase.ENDED and run.reader.closed
             kind, end = last_event(run)
             assert kind == "end" and end["status"] == "cancelled"
-            assert e.manager.active_run_on("stub-1") is None
+            assert await e.manager.active_run_on("stub-1") is None
             ended_at = run.reader.last_id
             # The thread is free: a new run on it starts (and ends once released).
             again = await e.manager.start(e.graphs["stubborn"], request("stub-1", query="q2"))
@@ -465,7 +465,7 @@ def test_a_task_that_ignores_cancel_is_abandoned_after_cancel_confirm_s(
             assert run.phase is Phase.ENDED and log.closed
             kind, end = last_event(run)
             assert kind == "end" and end["status"] == "cancelled" and end["reason"] == "cancelled"
-            assert e.manager.active_run_on("aband-1") is None and e.manager.active_count == 0
+            assert await e.manager.active_run_on("aband-1") is None and e.manager.active_count == 0
             ended_at = log.last_id
 
             # The thread is free for a new run.
@@ -579,7 +579,7 @@ def test_a_rollback_that_fails_ends_the_run_and_keeps_the_checkpoints(
             assert kind == "end" and end["status"] == "cancelled"
             assert end["reason"] == "rollback_failed"
             assert run.phase is Phase.ENDED and run.reader.closed
-            assert e.manager.active_run_on("rbf-1") is None
+            assert await e.manager.active_run_on("rbf-1") is None
             # The thread keeps what the run wrote: `first`'s step, `second` still to run.
             state = await e.state("two_steps", "rbf-1")
             assert state["values"] == {"steps": ["first"]} and state["next"] == ("second",)

@@ -34,5 +34,5 @@ async def get_thread(thread_id: str, manager: ManagerDep, tenant: TenantDep) -> 
         "parent_checkpoint_id": parent.get("checkpoint_id"),
         "step": (state.metadata or {}).get("step"),
         "created_at": state.created_at,
-        "active_run_id": manager.active_run_on(thread_id, tenant=tenant),
+        "active_run_id": await manager.active_run_on(thread_id, tenant=tenant),
     }
