@@ -42,6 +42,7 @@ def engine_config(settings: Settings) -> EngineConfig:
         finished_runs_cache_s=settings.finished_runs_cache_s,
         event_flush_s=settings.event_flush_s,
         run_retention_s=settings.run_retention_s,
+        heartbeat_s=settings.worker_heartbeat_s,
     )
 
 

@@ -60,9 +60,14 @@ class Settings(BaseSettings):
     rate_limit_runs: str | None = None
     max_runs_per_key: Annotated[int, Field(ge=1)] | None = None
     max_streams_per_key: Annotated[int, Field(ge=1)] | None = None
-    # Shared state for several workers; today the run-rate windows of RATE_LIMIT_RUNS.
+    # Shared state for several workers (with a PostgreSQL DATABASE_URL): live runs' events,
+    # cancel requests, per-key limits (README, "Running several workers").
     redis_url: str | None = None
     redis_key_prefix: Annotated[str, Field(min_length=1, max_length=64)] = "lgstream"
+    # How long an ended run's events stay in Redis (then PostgreSQL has them).
+    redis_events_ttl_s: Annotated[float, Field(ge=1, le=7 * 24 * 3600)] = 300.0
+    # A worker whose lease is 3 heartbeats old is lost: its runs end `worker_lost`.
+    worker_heartbeat_s: Annotated[float, Field(ge=0.1, le=600)] = 5.0
 
     # Streams.
     send_timeout_s: Annotated[float, Field(ge=0.1, le=3600)] = 30.0
