@@ -10,6 +10,9 @@ Design record
   or the merge of the waiting consecutive tokens of one message. At shutdown pacing stops
   (`FanOut.stop_pacing`): the rest goes out at once, merged as for a lagging client, so a
   paced stream gets its `end` before the server cuts the streams still open.
+- A gap in the ids read (events no longer kept) is never silent: the reader gets `error`
+  `events_expired` (framed with the last id it read) and, if the run has ended, its `end`. Ids
+  skip by design only before a dead worker's run's `error` (app/engine/ids.py).
 - Nothing but consecutive tokens of one message is ever merged; nothing this subscriber selected
   is dropped; order is the log's order. The cursor is the id of the last event read (sent, or
   not selected): a reconnect with the last id sent reads the unselected ones again and skips
@@ -47,16 +50,32 @@ import contextlib
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
-from app.engine.codec import LogEvent, merge_tokens
+from app.engine import events, recovery
+from app.engine.codec import LogEvent, dumps, merge_tokens
 from app.engine.ports import EventLogReader
 from app.streaming.encoder import BIG, Encoder, encode_merged
 from app.streaming.selection import Selection
 
 BATCH = 256
+EVENTS_EXPIRED = dumps(
+    events.error(
+        "events_expired",
+        "the events after the id asked for are no longer kept; start again from the run's record",
+    )
+)
 COALESCE_MIN_S = 0.005
 COALESCE_MAX_S = 0.05
 COALESCE_PER_STREAM_S = 0.0005
 SEND_BYTES = BIG
+
+
+def _skipped_by_a_crash(event: LogEvent) -> bool:
+    """Ids skip, by design, only before the `error` of a run whose worker died
+    (app/engine/ids.py): any other gap is events that are gone."""
+    return event.type == "error" and event.data.get("code") in (
+        recovery.INTERRUPTED_BY_RESTART,
+        recovery.WORKER_LOST,
+    )
 
 
 def sends(frames: Iterable[bytes]) -> Iterator[bytes]:
@@ -199,6 +218,16 @@ class FanOut:
                 except TimeoutError:
                     yield encoder.ping
                 continue
+            if batch[-1].id - cursor != len(batch):  # ids skip somewhere in this batch
+                gap = next(i for i, e in enumerate(batch) if e.id != cursor + 1 + i)
+                if gap:
+                    batch = batch[:gap]  # up to it as usual; the gap is met on the next read
+                elif not _skipped_by_a_crash(batch[0]):
+                    yield encoder.frame(cursor, "error", EVENTS_EXPIRED)
+                    if log.closed:  # what is kept after the gap would hide it: the end only
+                        end = log.after(log.last_id - 1, 1)
+                        yield encoder.frame(end[0].id, end[0].type, end[0].payload)
+                        return
             events = selection.keep(batch)
             if not events:
                 cursor = batch[-1].id
