@@ -172,6 +172,11 @@ class PostgresRunStore:
         self._pool = pool
         self._stack = stack  # what `open` opened for this store alone
 
+    @property
+    def pool(self) -> Pool:
+        """The pool the store runs on (the checkpointer's too, in the service)."""
+        return self._pool
+
     @classmethod
     async def on(cls, pool: Pool) -> PostgresRunStore:
         """The store on the checkpointer's pool (closed by whoever opened it)."""

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -46,6 +47,8 @@ MIN_SIZE = 2
 POOL_TIMEOUT_S = 5.0
 RECONNECT_TIMEOUT_S = 10.0
 OPEN_TIMEOUT_S = 10.0  # startup: the first connections, or the service does not start
+LOCK_TIMEOUT_S = 300.0  # startup: another worker's migration, or the service does not start
+LOCK_POLL_S = 0.05
 # libpq options set unless the URL has its own.
 DEFAULTS = {
     "connect_timeout": "5",
@@ -121,10 +124,25 @@ class _Checks:
 @asynccontextmanager
 async def advisory_lock(pool: Pool, key: int) -> AsyncIterator[None]:
     """Hold PostgreSQL's session advisory lock `key` (every worker on the database waits for
-    it): startup steps that must run once even when several workers start together."""
+    it): startup steps that must run once even when several workers start together.
+
+    Taken by polling `pg_try_advisory_lock`, not by blocking in `pg_advisory_lock`: a waiter
+    blocked in a statement keeps a snapshot open, and `CREATE INDEX CONCURRENTLY` (the saver's
+    setup, run under this lock) waits for every open snapshot to end, so the holder would wait
+    for its waiters for ever."""
     async with pool.connection() as conn:
-        await conn.execute("SELECT pg_advisory_lock(%s)", (key,))
+        deadline = time.monotonic() + LOCK_TIMEOUT_S
+        while not await _try_lock(conn, key):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"advisory lock {key} still held after {LOCK_TIMEOUT_S}s")
+            await asyncio.sleep(LOCK_POLL_S)
         try:
             yield
         finally:
             await conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
+
+
+async def _try_lock(conn: AsyncConnection[DictRow], key: int) -> bool:
+    cur = await conn.execute("SELECT pg_try_advisory_lock(%s) AS locked", (key,))
+    row = await cur.fetchone()
+    return bool(row and row["locked"])
