@@ -8,10 +8,15 @@ afterwards, so runs of the suite never meet.
 `Cluster` is a server of a test's own (initdb into a temp dir, `pg_ctl` on a free port) for what
 must never be done to the shared one: stopping and restarting it. initdb refuses to run as root,
 so as root the cluster runs as the `postgres` user (the Debian package creates it).
+
+`python -m tests.support.postgres` (`make test-services`) makes sure the tests' server answers:
+if nothing does at a local `TEST_DATABASE_URL`, it starts a cluster there (kept in
+`TEST_POSTGRES_DATA`), and it creates the database if it is missing.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import shutil
@@ -23,12 +28,22 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from tests.support.fake_openai import free_port
 
 DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
 START = "make test-services (it starts PostgreSQL on 127.0.0.1:5432 and creates database `test`)"
-BIN = Path(os.environ.get("TEST_POSTGRES_BIN", "/usr/lib/postgresql/15/bin"))
+DATA = Path(os.environ.get("TEST_POSTGRES_DATA", "/var/tmp/langgraph-stream-postgres"))
+
+
+def _bin() -> Path:
+    """The PostgreSQL server's programs: TEST_POSTGRES_BIN, else the newest Debian install."""
+    if "TEST_POSTGRES_BIN" in os.environ:
+        return Path(os.environ["TEST_POSTGRES_BIN"])
+    installed = sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: int(p.parent.name))
+    return installed[-1] if installed else Path("/usr/lib/postgresql/15/bin")
 
 
 def connect(url: str = DATABASE_URL) -> psycopg.Connection[tuple[object, ...]]:
@@ -94,35 +109,38 @@ def backends(name: str, url: str = DATABASE_URL) -> set[int]:
 
 
 class Cluster:
-    """A PostgreSQL server of one test's own on 127.0.0.1:`port` (trust auth, user postgres,
-    database postgres), in a temp dir removed by `close()`."""
+    """A PostgreSQL server on 127.0.0.1:`port` (trust auth, user postgres, database postgres),
+    by default on a free port in a temp dir that `close()` removes."""
 
-    def __init__(self) -> None:
+    def __init__(self, directory: Path | None = None, port: int | None = None) -> None:
+        self.bin = _bin()
         for tool in ("initdb", "pg_ctl"):
-            if not (BIN / tool).exists():
+            if not (self.bin / tool).exists():
                 raise RuntimeError(
-                    f"{BIN / tool} is missing: these tests start a PostgreSQL server of their own"
-                    " (apt-get install postgresql, or set TEST_POSTGRES_BIN)"
+                    f"{self.bin / tool} is missing: these tests start a PostgreSQL server of"
+                    " their own (apt-get install postgresql, or set TEST_POSTGRES_BIN)"
                 )
-        self.port = free_port()
-        self.dir = Path(tempfile.mkdtemp(prefix="pg-cluster-"))
+        self.port = port or free_port()
+        self.dir = directory or Path(tempfile.mkdtemp(prefix="pg-cluster-"))
+        self.dir.mkdir(parents=True, exist_ok=True)
         self.data = self.dir / "data"
         self.log = self.dir / "server.log"
         self._user = "postgres" if os.geteuid() == 0 else None
         if self._user is not None:
             info = pwd.getpwnam(self._user)
             os.chown(self.dir, info.pw_uid, info.pw_gid)
-        self._run(
-            "initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "--no-sync", "-E",
-            "UTF8", "--locale=C",
-        )  # fmt: skip
+        if not (self.data / "PG_VERSION").exists():
+            self._run(
+                "initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "--no-sync",
+                "-E", "UTF8", "--locale=C",
+            )  # fmt: skip
 
     @property
     def url(self) -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
 
     def _run(self, tool: str, *args: str) -> None:
-        command = [str(BIN / tool), *args]
+        command = [str(self.bin / tool), *args]
         if self._user is not None:
             command = ["runuser", "-u", self._user, "--", *command]
         done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
@@ -157,3 +175,28 @@ class Cluster:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def ensure_server() -> None:
+    """The tests' server answers and has the tests' database (see the module's docstring)."""
+    params = conninfo_to_dict(DATABASE_URL)
+    host, port = str(params.get("host", "")), int(str(params.get("port", 5432)))
+    database = str(params.get("dbname", "test"))
+    admin = make_conninfo(DATABASE_URL, dbname="postgres")
+    try:
+        psycopg.connect(admin, connect_timeout=3).close()
+    except psycopg.OperationalError as exc:
+        if host not in ("127.0.0.1", "localhost"):
+            raise RuntimeError(f"no PostgreSQL server answers at {DATABASE_URL} ({exc})") from exc
+        print(f"starting PostgreSQL on 127.0.0.1:{port} for the tests (data in {DATA})")
+        Cluster(DATA, port).start()
+    with psycopg.connect(admin, autocommit=True, connect_timeout=3) as conn:
+        if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,)).fetchone():
+            return
+        print(f"creating database {database!r} for the tests")
+        with contextlib.suppress(psycopg.errors.DuplicateDatabase):  # made at once elsewhere
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
+
+
+if __name__ == "__main__":
+    ensure_server()
