@@ -21,6 +21,7 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
+from psycopg.conninfo import conninfo_to_dict
 from typing_extensions import TypedDict
 
 from app.backends import READY_TIMEOUT_S, Backends, open_backends
@@ -28,7 +29,7 @@ from app.engine.failures import store_error
 from app.engine.record import RunRecord
 from app.settings import Settings
 from app.store.postgres import PostgresRunStore
-from app.store.postgres_pool import POOL_TIMEOUT_S
+from app.store.postgres_pool import DEFAULTS, POOL_TIMEOUT_S, conninfo
 from tests.support import postgres
 
 POOL_SIZE = 4
@@ -146,3 +147,31 @@ def test_calls_work_at_once_after_the_server_restarted(cluster: postgres.Cluster
             assert await backends.ready() is None
 
     asyncio.run(main())
+
+
+def test_a_url_gets_the_pools_connection_defaults_unless_it_sets_its_own() -> None:
+    given = conninfo_to_dict(
+        conninfo("postgres://svc:pw@db.example:6543/app?connect_timeout=9&application_name=mine")
+    )
+    assert (given["user"], given["password"], given["host"], given["port"]) == (
+        "svc",
+        "pw",
+        "db.example",
+        "6543",
+    )
+    assert (given["dbname"], given["connect_timeout"], given["application_name"]) == (
+        "app",
+        "9",
+        "mine",
+    )
+    assert given["keepalives"] == "1" and given["tcp_user_timeout"] == DEFAULTS["tcp_user_timeout"]
+
+
+def test_the_service_opens_on_a_postgres_scheme_url_too() -> None:
+    async def main(url: str) -> None:
+        async with _backends(url.replace("postgresql://", "postgres://", 1)) as backends:
+            await _store_and_saver_work(backends, "p1", [])
+            assert await backends.ready() is None
+
+    with postgres.schema() as url:
+        asyncio.run(main(url))
