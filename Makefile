@@ -24,23 +24,25 @@ run: install
 
 # Debian packages some tests drive for real: nginx (tests/api/test_forwarded.py), Chromium
 # (tests/api/test_browser.py), buildah and debootstrap (tests/image/test_image.py), Redis
-# (the rate limits' Redis storage, tests/api/test_limits.py). Installed only when missing; the
-# tests fail loudly without them.
-TEST_SYSTEM_PACKAGES := nginx chromium buildah debootstrap redis-server
+# (the rate limits' Redis storage, tests/api/test_limits.py), PostgreSQL (the PostgreSQL store,
+# tests/store/test_postgres*.py). Installed only when missing (`package:command` when the command
+# is not named after the package); the tests fail loudly without them.
+TEST_SYSTEM_PACKAGES := nginx chromium buildah debootstrap redis-server postgresql:pg_ctlcluster
 REDIS_PORT ?= 6379
 SUDO := $(shell [ "$$(id -u)" = 0 ] || command -v sudo)
 
 test-system-deps:
-	@missing=""; for pkg in $(TEST_SYSTEM_PACKAGES); do \
-	  PATH="$$PATH:/usr/sbin" command -v $$pkg >/dev/null || missing="$$missing $$pkg"; done; \
+	@missing=""; for entry in $(TEST_SYSTEM_PACKAGES); do pkg=$${entry%%:*}; \
+	  PATH="$$PATH:/usr/sbin" command -v $${entry#*:} >/dev/null || missing="$$missing $$pkg"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing$$missing (Debian packages, for the proxy and browser tests)"; \
 	  $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 
-# The Redis server the tests use at 127.0.0.1:$(REDIS_PORT): started here when nothing answers.
-test-services: test-system-deps
+# The Redis server the tests use at 127.0.0.1:$(REDIS_PORT): started here when nothing answers;
+# the same for PostgreSQL at 127.0.0.1:5432, with its database `test` (tests/support/postgres.py).
+test-services: install test-system-deps
 	@if ! redis-cli -h 127.0.0.1 -p $(REDIS_PORT) ping >/dev/null 2>&1; then \
 	  echo "starting redis-server on 127.0.0.1:$(REDIS_PORT) for the tests"; \
 	  PATH="$$PATH:/usr/sbin:/usr/bin" redis-server --daemonize yes --bind 127.0.0.1 \
@@ -49,6 +51,7 @@ test-services: test-system-deps
 	    redis-cli -h 127.0.0.1 -p $(REDIS_PORT) ping >/dev/null 2>&1 && break; sleep 0.5; done; \
 	  redis-cli -h 127.0.0.1 -p $(REDIS_PORT) ping >/dev/null; \
 	fi
+	@$(PY) -m tests.support.postgres
 
 test: install test-services
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -3,9 +3,13 @@
     DATABASE_URL=sqlite:///PATH   checkpoints (LangGraph's AsyncSqliteSaver), run records and
                                   finished runs' events in one file, one worker process
     DATABASE_URL=memory://        the same in memory (tests, throwaway servers)
+    DATABASE_URL=postgresql://... checkpoints (LangGraph's AsyncPostgresSaver), run records and
+    (or postgres://)              finished runs' events in one PostgreSQL database, on one
+                                  connection pool per process (app/store/postgres_pool.py);
+                                  any number of worker processes
 
-The event log of a live run and the cancel broker are in-process for both (Redis Streams and
-Redis pub/sub when several workers serve: not built yet).
+The event log of a live run and the cancel broker are in-process for all three (Redis Streams
+and Redis pub/sub when several workers serve: not built yet).
 
     RATE_LIMIT_RUNS               the per-key run-rate windows (`limits`): in memory, or with
     REDIS_URL=redis://...         in Redis through redis-py, shared by every worker
@@ -13,11 +17,12 @@ Redis pub/sub when several workers serve: not built yet).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.memory import InMemorySaver
@@ -31,7 +36,15 @@ from app.store.memory import MemoryRunStore
 from app.store.rewind import MemoryRewinder, SqliteRewinder
 from app.store.single_writer import SingleWriterError, SingleWriterLock
 
+if TYPE_CHECKING:
+    from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+
+    from app.store.postgres_pool import Pool
+
 log = logging.getLogger("app")
+
+READY_TIMEOUT_S = 3.0  # /readyz answers within this even when PostgreSQL does not
+SAVER_SETUP_LOCK = 0x6C67_7376_6373_6302  # advisory lock key: one worker sets the saver up
 
 
 @dataclass(frozen=True)
@@ -52,7 +65,23 @@ async def open_backends(settings: Settings) -> AsyncIterator[Backends]:
         checkpointer: BaseCheckpointSaver[Any]
         store: RunStore
         rewinder: Rewinder
-        if path is None:
+        ready_within: float | None = None
+        if settings.postgres_url is not None:
+            from app.store.postgres import PostgresRunStore
+            from app.store.postgres_pool import open_pool
+            from app.store.postgres_rewind import PostgresRewinder
+
+            pool = await stack.enter_async_context(
+                open_pool(settings.postgres_url, settings.database_pool_size)
+            )
+            shared = await postgres_saver(pool)
+            checkpointer, store, rewinder = (
+                shared,
+                await PostgresRunStore.on(pool),
+                PostgresRewinder(shared),
+            )
+            ready_within = READY_TIMEOUT_S
+        elif path is None:
             memory = InMemorySaver()
             checkpointer, store, rewinder = memory, MemoryRunStore(), MemoryRewinder(memory)
         else:
@@ -68,13 +97,17 @@ async def open_backends(settings: Settings) -> AsyncIterator[Backends]:
         stack.push_async_callback(store.close)
 
         async def ready() -> str | None:
+            timer = asyncio.timeout(ready_within)
             try:
-                await checkpointer.aget_tuple(
-                    {"configurable": {"thread_id": "__readyz__", "checkpoint_ns": ""}}
-                )
-                await store.last_event_id("__readyz__")
-                await store.probe()
+                async with timer:
+                    await checkpointer.aget_tuple(
+                        {"configurable": {"thread_id": "__readyz__", "checkpoint_ns": ""}}
+                    )
+                    await store.last_event_id("__readyz__")
+                    await store.probe()
             except Exception as exc:
+                if timer.expired():
+                    return f"store: no answer within {ready_within}s"
                 return f"store: {type(exc).__name__}: {exc}"
             return None
 
@@ -106,6 +139,37 @@ async def _sqlite_saver(path: Any) -> AsyncIterator[Any]:
         await saver.conn.execute("PRAGMA synchronous=NORMAL")
         await saver.setup()
         yield saver
+
+
+async def postgres_saver(pool: Pool) -> AsyncPostgresSaver:
+    """LangGraph's saver on the pool, its tables created or migrated by one worker at a time
+    (its migrations are not safe to run twice at once; one creates an index CONCURRENTLY, so
+    the lock is a session lock on a connection of its own, outside any transaction)."""
+    from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+
+    from app.store.postgres_pool import advisory_lock
+
+    saver = AsyncPostgresSaver(pool)
+    async with advisory_lock(pool, SAVER_SETUP_LOCK):
+        await saver.setup()
+    return saver
+
+
+def check_postgres(settings: Settings) -> None:
+    """Startup: a PostgreSQL DATABASE_URL that does not answer stops the service with one line
+    naming it (and not its password)."""
+    if settings.postgres_url is None:
+        return
+    import psycopg
+
+    from app.store.postgres_pool import conninfo
+
+    try:
+        psycopg.connect(conninfo(settings.postgres_url), connect_timeout=3).close()
+    except psycopg.Error as exc:
+        where = without_password(settings.postgres_url)
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SettingsError(f"DATABASE_URL: no answer from {where} ({reason})") from None
 
 
 class _single_writer:
@@ -164,13 +228,14 @@ def check_redis(settings: Settings) -> None:
     try:
         client.ping()
     except redis.RedisError as exc:
-        where = _without_password(settings.redis_url)
+        where = without_password(settings.redis_url)
         raise SettingsError(f"REDIS_URL: no answer from {where} ({exc})") from None
     finally:
         client.close()
 
 
-def _without_password(url: str) -> str:
+def without_password(url: str) -> str:
+    """The URL as it may be logged: scheme, host, port and path, no user or password."""
     from urllib.parse import urlsplit
 
     parts = urlsplit(url)

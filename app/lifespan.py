@@ -17,7 +17,7 @@ from fastapi import FastAPI
 
 from app.auth.throttle import KeyLimits
 from app.auth.tokens import SECRET_NAME, StreamTokens
-from app.backends import Backends, open_backends, open_rate_storage
+from app.backends import Backends, open_backends, open_rate_storage, without_password
 from app.engine.config import EngineConfig
 from app.engine.manager import RunManager
 from app.engine.registry import GraphRegistry
@@ -144,7 +144,8 @@ def _log_startup(
         log.info(
             "model: %s at %s", settings.llm_model, settings.openai_base_url or "api.openai.com"
         )
-    log.info("graphs: %s; store: %s", ", ".join(registry), settings.database_url)
+    store = settings.database_url
+    log.info("graphs: %s; store: %s", ", ".join(registry), without_password(store))
     keys = settings.key_ring
     if keys is None:
         log.warning(

@@ -13,7 +13,7 @@ from fastapi import FastAPI  # noqa: E402
 from fastapi.middleware.cors import CORSMiddleware  # noqa: E402
 
 from app.auth.middleware import AuthMiddleware  # noqa: E402
-from app.backends import check_redis  # noqa: E402
+from app.backends import check_postgres, check_redis  # noqa: E402
 from app.body_limit import BodyLimitMiddleware  # noqa: E402
 from app.forwarded import ForwardedMiddleware  # noqa: E402
 from app.http_guard import install as install_http_guard  # noqa: E402
@@ -29,6 +29,7 @@ from app.web import page  # noqa: E402
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings.load()
     settings.check_database()
+    check_postgres(settings)
     check_redis(settings)
     configure_logging(settings.log_format, settings.log_level)
     install_http_guard(settings.max_header_bytes, settings.request_read_timeout_s)

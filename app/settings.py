@@ -19,6 +19,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from app.auth.keys import KeyRing, parse_keys
 from app.forwarded import parse_trusted
 
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+
 
 class SettingsError(RuntimeError):
     """A setting has a value the service cannot start with; the message names it."""
@@ -41,6 +43,8 @@ class Settings(BaseSettings):
 
     # Storage.
     database_url: str = "sqlite:///./data/langgraph.db"
+    # PostgreSQL: connections per worker process (app/store/postgres_pool.py).
+    database_pool_size: Annotated[int, Field(ge=2, le=1000)] = 10
     graphs_dir: str = "graphs"
     sync_node_threads: Annotated[int, Field(ge=1, le=1024)] = 64
 
@@ -121,14 +125,14 @@ class Settings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _known_database(cls, value: str) -> str:
-        if value == "memory://":
+        if value == "memory://" or value.startswith(POSTGRES_SCHEMES):
             return value
         if value.startswith("sqlite:///"):
             path = value.removeprefix("sqlite:///")
             if not path or path.endswith("/") or "\x00" in path:
                 raise ValueError("sqlite:///PATH needs the path of a file")
             return value
-        raise ValueError("must be sqlite:///PATH or memory:// (Postgres support is not built yet)")
+        raise ValueError("must be sqlite:///PATH, postgresql://... or memory://")
 
     @field_validator("forwarded_allow_ips")
     @classmethod
@@ -199,6 +203,10 @@ class Settings(BaseSettings):
         if self.database_url.startswith("sqlite:///"):
             return Path(self.database_url.removeprefix("sqlite:///"))
         return None
+
+    @property
+    def postgres_url(self) -> str | None:
+        return self.database_url if self.database_url.startswith(POSTGRES_SCHEMES) else None
 
     @property
     def graph_dirs(self) -> list[Path]:

@@ -8,6 +8,7 @@ import sqlite3
 
 import httpx
 import openai
+import psycopg
 from langchain_core.tools import ToolException
 from langgraph.errors import GraphRecursionError
 
@@ -25,22 +26,28 @@ def _chain(exc: BaseException) -> list[BaseException]:
 
 STORE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS})
 
-# A networked store that does not answer, by the client library's class (the engine imports no
-# implementation): psycopg and its pool for PostgreSQL, redis-py for Redis.
+# Redis and PostgreSQL's pool not answering, by the client library's class (redis-py is not
+# the engine's to import; the pool's errors are not psycopg's).
 UNREACHABLE = {
-    "psycopg": frozenset({"OperationalError", "InterfaceError"}),
     "psycopg_pool": frozenset({"PoolTimeout", "PoolClosed", "TooManyRequests"}),
     "redis": frozenset({"ConnectionError", "TimeoutError", "BusyLoadingError"}),
 }
 
 
+POSTGRES_ERRORS = (
+    psycopg.OperationalError,  # no connection, lost, server shutting down, disk full
+    psycopg.InterfaceError,  # a connection already closed
+    psycopg.errors.ReadOnlySqlTransaction,  # a standby or a read-only server
+)
+
+
 def store_error(exc: BaseException) -> str | None:
     """What is wrong with the store, if `exc` (or what caused it) says it cannot be written: any
-    SQLite error (disk full, I/O error, read-only, locked past its busy timeout), a full,
-    failing or read-only disk, or a PostgreSQL or Redis server that does not answer. None for
-    anything else."""
+    SQLite error (disk full, I/O error, read-only, locked past its busy timeout), a PostgreSQL
+    server that does not answer or cannot take writes, a Redis server that does not answer, or
+    a full, failing or read-only disk. None for anything else."""
     for err in _chain(exc):
-        if isinstance(err, sqlite3.Error):
+        if isinstance(err, (sqlite3.Error, *POSTGRES_ERRORS)):
             return f"the database cannot be written: {_short(err, 200)}"
         if isinstance(err, OSError) and err.errno in STORE_ERRNOS:
             return f"the database cannot be written: {_short(err, 200)}"

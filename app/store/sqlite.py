@@ -33,12 +33,12 @@ from app.engine import codec
 from app.engine.codec import LogEvent
 from app.engine.idempotency import KeyBinding
 from app.engine.record import RunRecord, RunStatus
+from app.store._chunks import events_after, raw_rows, sealed_data
 from app.store.one_process import OneProcessCoordination
 
 if TYPE_CHECKING:
     from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
-COMPRESS_IN_THREAD_BYTES = 256 * 1024  # bigger chunks are compressed off the event loop
 # Below this much free space on the database's file system the store says it cannot be written.
 # Why not wait for a write to fail: SQLite reuses the pages of its WAL file, so small writes
 # can still succeed on a full disk while the next checkpoint (or one that grows the file)
@@ -260,13 +260,7 @@ class SqliteRunStore(OneProcessCoordination):
         )
 
     async def append_events(self, batches: Sequence[tuple[str, Sequence[LogEvent]]]) -> None:
-        # A retried flush starts at the same id and carries at least as many events, so it
-        # replaces its chunk; `load_events` skips any id it has already read.
-        rows = [
-            (run_id, events[0].id, events[-1].id, codec.RAW, codec.encode_chunk(events))
-            for run_id, events in batches
-            if events
-        ]
+        rows = raw_rows(batches)  # a retried flush replaces its chunk (app/store/_chunks.py)
         if not rows:
             return
         async with self._lock:
@@ -278,11 +272,7 @@ class SqliteRunStore(OneProcessCoordination):
             await self._conn.commit()
 
     async def seal(self, record: RunRecord, events: Sequence[LogEvent]) -> None:
-        data = codec.encode_chunk(events)
-        if len(data) > COMPRESS_IN_THREAD_BYTES:
-            data = await asyncio.to_thread(codec.compress_chunk, data)
-        else:
-            data = codec.compress_chunk(data)
+        data = await sealed_data(events)
         async with self._lock:
             await self._conn.execute(
                 "DELETE FROM svc_event_chunks WHERE run_id = ?", (record.run_id,)
@@ -314,12 +304,7 @@ class SqliteRunStore(OneProcessCoordination):
             ) as cursor,
         ):
             rows: Any = await cursor.fetchall()
-        events: list[LogEvent] = []
-        for kind, data in rows:
-            for event in codec.open_chunk(kind, bytes(data)):
-                if event.id > after and (not events or event.id > events[-1].id):
-                    events.append(event)
-        return events
+        return events_after(rows, after)
 
     async def last_event_id(self, run_id: str) -> int:
         async with (

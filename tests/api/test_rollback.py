@@ -1,10 +1,12 @@
 """Cancel `{"action": "rollback"}` leaves the thread exactly as before the run; the default
-`{"action": "interrupt"}` keeps what completed steps wrote. Both stores: SQLite and memory."""
+`{"action": "interrupt"}` keeps what completed steps wrote. Every store: SQLite, memory and
+PostgreSQL (a schema of the module's own on the machine's server)."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -12,23 +14,27 @@ import httpx
 import pytest
 
 from tests.conftest import _fake_upstream, _serve
+from tests.support import postgres
 from tests.support.fake_openai import FakeOpenAI
 from tests.support.live import parse_sse, stream_run
 
 SLOW_TOPIC = "[[tokens=150]] [[delay=0.01]] rivers"
 
 
-@pytest.fixture(scope="module", params=["sqlite", "memory"])
+@pytest.fixture(scope="module", params=["sqlite", "memory", "postgres"])
 def store_client(
     request: pytest.FixtureRequest, fake: FakeOpenAI, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[httpx.Client]:
     tmp = tmp_path_factory.mktemp(f"rollback-{request.param}")
     env = _fake_upstream(fake)
-    if request.param == "memory":
-        env["DATABASE_URL"] = "memory://"
-    for server in _serve(Path(tmp), env):
-        with httpx.Client(base_url=server.url, timeout=30) as client:
-            yield client
+    with ExitStack() as stack:
+        if request.param == "memory":
+            env["DATABASE_URL"] = "memory://"
+        elif request.param == "postgres":
+            env["DATABASE_URL"] = stack.enter_context(postgres.schema())
+        for server in _serve(Path(tmp), env):
+            with httpx.Client(base_url=server.url, timeout=30) as client:
+                yield client
 
 
 def _state(client: httpx.Client, thread_id: str) -> dict[str, Any]:

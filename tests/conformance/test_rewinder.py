@@ -1,6 +1,7 @@
 """One conformance suite for every `Rewinder` (app/engine/ports.py), each over the real saver it
 is built for: `MemoryRewinder` over LangGraph's `InMemorySaver`, `SqliteRewinder` over
-`AsyncSqliteSaver` on a file, opened as the service opens it.
+`AsyncSqliteSaver` on a file, `PostgresRewinder` over `AsyncPostgresSaver` on the real server
+(a schema of the test's own), each opened as the service opens it.
 
 Small real graphs (no model) write the checkpoints: nodes append to a list channel. A rewind
 must leave the thread as it was at the mark: the same state (`aget_state`) and the same
@@ -12,9 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import operator
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import AbstractAsyncContextManager, ExitStack, asynccontextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -27,9 +28,12 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Command, interrupt
 from typing_extensions import TypedDict
 
-from app.backends import _sqlite_saver
+from app.backends import _sqlite_saver, postgres_saver
 from app.engine.ports import Mark, Rewinder
+from app.store.postgres_pool import open_pool
+from app.store.postgres_rewind import PostgresRewinder
 from app.store.rewind import MemoryRewinder, SqliteRewinder
+from tests.support import postgres
 
 Graph = CompiledStateGraph[Any, Any, Any, Any]
 
@@ -40,37 +44,67 @@ class Backend:
     rewinder: Rewinder
 
 
+@dataclass
+class Place:
+    """Where a test's savers keep their data: a temp dir, and a PostgreSQL schema made the
+    first time one is asked for (dropped after the test)."""
+
+    tmp: Path
+    stack: ExitStack
+    _postgres_url: str = field(default="", init=False)
+
+    @property
+    def postgres_url(self) -> str:
+        if not self._postgres_url:
+            self._postgres_url = self.stack.enter_context(postgres.schema())
+        return self._postgres_url
+
+
+@pytest.fixture
+def place(tmp_path: Path) -> Iterator[Place]:
+    with ExitStack() as stack:
+        yield Place(tmp_path, stack)
+
+
 @asynccontextmanager
-async def _memory(tmp: Path) -> AsyncIterator[Backend]:
+async def _memory(place: Place) -> AsyncIterator[Backend]:
     saver = InMemorySaver()
     yield Backend(saver, MemoryRewinder(saver))
 
 
 @asynccontextmanager
-async def _sqlite(tmp: Path) -> AsyncIterator[Backend]:
-    async with _sqlite_saver(tmp / "checkpoints.db") as saver:
+async def _sqlite(place: Place) -> AsyncIterator[Backend]:
+    async with _sqlite_saver(place.tmp / "checkpoints.db") as saver:
         yield Backend(saver, SqliteRewinder(saver))
 
 
-OPENERS: dict[str, Callable[[Path], AbstractAsyncContextManager[Backend]]] = {
+@asynccontextmanager
+async def _postgres(place: Place) -> AsyncIterator[Backend]:
+    async with open_pool(place.postgres_url, 4) as pool:
+        saver = await postgres_saver(pool)
+        yield Backend(saver, PostgresRewinder(saver))
+
+
+OPENERS: dict[str, Callable[[Place], AbstractAsyncContextManager[Backend]]] = {
     "memory": _memory,
     "sqlite": _sqlite,
+    "postgres": _postgres,
 }
-# Those whose saver, opened again on the same directory, finds what was written before.
-PERSISTENT = ["sqlite"]
+# Those whose saver, opened again on the same place, finds what was written before.
+PERSISTENT = ["sqlite", "postgres"]
 
 Check = Callable[[Backend], Awaitable[None]]
 Run = Callable[[Check], None]
 
 
 @pytest.fixture(params=list(OPENERS))
-def with_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Run:
+def with_backend(request: pytest.FixtureRequest, place: Place) -> Run:
     """`with_backend(check)` runs `await check(backend)` on a fresh saver and its rewinder."""
     opener = OPENERS[request.param]
 
     def run(check: Check) -> None:
         async def main() -> None:
-            async with opener(tmp_path) as backend:
+            async with opener(place) as backend:
                 await check(backend)
 
         asyncio.run(main())
@@ -198,6 +232,8 @@ def test_a_mark_names_the_newest_checkpoint_and_its_writes(with_backend: Run) ->
         head = mark.heads[""]
         assert [(w.task_id, w.channel) for w in head.writes] == [(t, c) for t, c, _ in pending]
         assert [saver.serde.loads_typed(w.value) for w in head.writes] == [v for _, _, v in pending]
+
+    with_backend(check)
 
 
 def test_a_mark_names_the_newest_checkpoint_of_every_namespace(with_backend: Run) -> None:
@@ -369,19 +405,19 @@ def test_rewind_removes_subgraph_checkpoints_written_after_the_mark(with_backend
 
 
 @pytest.mark.parametrize("kind", PERSISTENT)
-def test_a_rewind_is_durable(kind: str, tmp_path: Path) -> None:
+def test_a_rewind_is_durable(kind: str, place: Place) -> None:
     """A saver opened again (a restarted process) finds the thread at the mark."""
     opener = OPENERS[kind]
 
     async def main() -> None:
-        async with opener(tmp_path) as backend:
+        async with opener(place) as backend:
             graph = _paused(backend.saver)
             await graph.ainvoke({"items": ["in"]}, _config("t"))
             saved = await _saved(backend.saver, "t")
             mark = await backend.rewinder.mark("t")
             await graph.ainvoke(Command(resume="yes"), _config("t"))
             await backend.rewinder.rewind(mark)
-        async with opener(tmp_path) as backend:
+        async with opener(place) as backend:
             assert await _saved(backend.saver, "t") == saved
             again = await _paused(backend.saver).ainvoke(Command(resume="no"), _config("t"))
             assert again["items"] == ["in", "first", "answer:no", "second"]

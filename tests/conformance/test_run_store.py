@@ -1,11 +1,13 @@
 """One conformance suite for every `RunStore` (app/engine/ports.py): the SQLite store (a real
-file) and the memory store. A new store (PostgreSQL) must only pass it."""
+file), the memory store and the PostgreSQL store (the real server, a schema of the test's
+own: tests/support/postgres.py). A new store must only pass it."""
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -18,31 +20,37 @@ from app.engine.idempotency import DEFAULT_TENANT, KeyBinding
 from app.engine.ports import RunStore
 from app.engine.record import RunRecord, RunStatus
 from app.store.memory import MemoryRunStore
+from app.store.postgres import PostgresRunStore
 from app.store.sqlite import MIGRATIONS, SqliteRunStore
+from tests.support import postgres
 
 T = TypeVar("T")
 Run = Callable[[Callable[[RunStore], Awaitable[T]]], T]
 
 
-@pytest.fixture(params=["sqlite", "memory"])
-def with_store(request: pytest.FixtureRequest, tmp_path: Path) -> Run[Any]:
+@pytest.fixture(params=["sqlite", "memory", "postgres"])
+def with_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Run[Any]]:
     """`with_store(fn)` runs `await fn(store)` on a fresh store of each kind."""
+    with ExitStack() as stack:
+        url = stack.enter_context(postgres.schema()) if request.param == "postgres" else ""
 
-    def run(fn: Callable[[RunStore], Awaitable[T]]) -> T:
-        async def main() -> T:
-            store: RunStore
-            if request.param == "sqlite":
-                store = await SqliteRunStore.open(tmp_path / "runs.db")
-            else:
-                store = MemoryRunStore()
-            try:
-                return await fn(store)
-            finally:
-                await store.close()
+        def run(fn: Callable[[RunStore], Awaitable[T]]) -> T:
+            async def main() -> T:
+                store: RunStore
+                if request.param == "sqlite":
+                    store = await SqliteRunStore.open(tmp_path / "runs.db")
+                elif request.param == "postgres":
+                    store = await PostgresRunStore.open(url)
+                else:
+                    store = MemoryRunStore()
+                try:
+                    return await fn(store)
+                finally:
+                    await store.close()
 
-        return asyncio.run(main())
+            return asyncio.run(main())
 
-    return run
+        yield run
 
 
 def _record(run_id: str, thread: str = "t", graph: str = "chat", **kw: Any) -> RunRecord:
