@@ -94,7 +94,9 @@ class RedisCancelBroker:
                     if message is not None and message["type"] == "message":
                         await self._deliver(message["data"])
             except (*DOWN, TimeoutError) as exc:
-                log.warning("cancel broker: %s: %s; reconnecting", type(exc).__name__, exc)
+                level = logging.WARNING if pubsub is not None else logging.INFO
+                log.log(level, "cancel broker: %s: %s; retrying in %.2f s", type(exc).__name__,
+                        exc, delay)  # fmt: skip
                 if pubsub is not None:
                     await _discard(pubsub)
                     pubsub = None

@@ -78,6 +78,11 @@ class Follower:
     def last_id(self) -> int:
         return self._events[-1].id if self._events else 0
 
+    @property
+    def tailing(self) -> bool:
+        """Its tail task runs (it reads the stream)."""
+        return self._task is not None
+
     def after(self, cursor: int, limit: int) -> Sequence[LogEvent]:
         self._touch()
         # Ids skip only after a take-over; until then an id is its position.

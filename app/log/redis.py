@@ -25,7 +25,7 @@ from typing import cast
 from redis.exceptions import RedisError
 
 from app.engine.codec import LogEvent, encode_chunk
-from app.engine.ports import EventLog, EventLogReader, SharedLogUnavailable
+from app.engine.ports import EventLog, SharedLogUnavailable
 from app.log._follower import BLOCK_MS, Follower
 from app.log._publisher import PublishedLog, Publisher
 from app.log._redis_stream import (
@@ -102,7 +102,7 @@ class RedisSharedLog:
         self._publisher.add(log)
         return log
 
-    def follow(self, run_id: str) -> EventLogReader:
+    def follow(self, run_id: str) -> Follower:
         follower = self._followers.get(run_id)
         if follower is None:
             follower = Follower(

@@ -13,7 +13,6 @@ instances in this process.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
@@ -22,11 +21,11 @@ from typing import Any
 import pytest
 
 from app.engine.codec import LogEvent
-from app.engine.ports import EventLog, EventLogReader, SharedLog
+from app.engine.ports import SharedLog
 from app.log.redis import RedisSharedLog
 from tests.support.redis import REDIS_URL, key_prefix
+from tests.support.shared_log import DEADLINE_S, caught_up, finish, read, tokens, until
 
-DEADLINE_S = 10.0
 # How long a waiter is given to (wrongly) return.
 BLOCKED_S = 0.1
 TTL_S = 120.0
@@ -87,54 +86,6 @@ def make_workers(request: pytest.FixtureRequest) -> Run:
     return run
 
 
-async def until(condition: Callable[[], Awaitable[bool]], what: str) -> None:
-    deadline = time.monotonic() + DEADLINE_S
-    while not await condition():
-        assert time.monotonic() < deadline, f"not within {DEADLINE_S} s: {what}"
-        await asyncio.sleep(0.01)
-
-
-async def read(reader: EventLogReader, start: int = 0, limit: int = 1000) -> list[LogEvent]:
-    """Every event after `start`, paging with a cursor and waiting, until the reader is closed;
-    fails on a skipped or repeated event."""
-
-    async def go() -> list[LogEvent]:
-        seen: list[LogEvent] = []
-        cursor = start
-        while True:
-            batch = reader.after(cursor, limit)
-            if not batch:
-                if reader.closed:
-                    return seen
-                await reader.wait(cursor)
-                continue
-            assert batch[0].id > cursor, "after() repeated events"
-            assert [e.id for e in batch] == sorted({e.id for e in batch}), "out of order"
-            seen.extend(batch)
-            cursor = batch[-1].id
-
-    return await asyncio.wait_for(go(), DEADLINE_S)
-
-
-async def caught_up(reader: EventLogReader, last_id: int) -> None:
-    """Wait until the reader has every event up to `last_id`."""
-    while reader.last_id < last_id:
-        await asyncio.wait_for(reader.wait(reader.last_id), DEADLINE_S)
-
-
-def finish(log: EventLog, status: str = "completed") -> None:
-    log.append("end", {"status": status})
-    log.close()
-    log.sealed()
-
-
-def _tokens(log: EventLog, n: int, start: int = 1) -> list[LogEvent]:
-    return [
-        log.append("token", {"node": "llm", "ns": [], "message_id": "m", "text": f"w{i} "})
-        for i in range(start, start + n)
-    ]
-
-
 async def _blocked(waiter: asyncio.Future[Any]) -> bool:
     done, _ = await asyncio.wait({waiter}, timeout=BLOCKED_S)
     return not done
@@ -147,7 +98,7 @@ def test_a_follower_on_another_worker_reads_the_owners_events_byte_for_byte(
         owner, other = workers.new(), workers.new()
         log = owner.open("r1")
         log.append("metadata", {"run_id": "r1", "thread_id": "t", "graph": "chat"})
-        _tokens(log, 30)
+        tokens(log, 30)
         log.append("custom", {"text": 'héllo "wörld"\n\t🙂 \u2028', "n": [1, 2.5, None]})
         await asyncio.sleep(0)
         log.append("update", {"node": "llm", "ns": [], "values": ("x" * 97 + 'é"\n') * 20_000})
@@ -213,7 +164,7 @@ def test_a_burst_of_appends_is_published_in_a_handful_of_batches(make_workers: R
     async def check(workers: Workers) -> None:
         owner, other = workers.new(), workers.new()
         log = owner.open("r1")
-        _tokens(log, 1000)
+        tokens(log, 1000)
         finish(log)
         assert len(await read(other.follow("r1"))) == 1001
         assert await workers.entries("r1") <= 3
@@ -225,7 +176,7 @@ def test_the_terminal_events_wait_until_the_log_is_sealed(make_workers: Run) -> 
     async def check(workers: Workers) -> None:
         owner, other = workers.new(), workers.new()
         log = owner.open("r1")
-        events = _tokens(log, 5)
+        events = tokens(log, 5)
         log.append("error", {"code": "node_error", "message": "boom"})
         log.append("end", {"status": "failed"})
         log.close()
@@ -248,7 +199,7 @@ def test_the_events_expire_only_after_the_end(make_workers: Run) -> None:
     async def check(workers: Workers) -> None:
         owner, other = workers.new(), workers.new()
         log = owner.open("r1")
-        _tokens(log, 50)
+        tokens(log, 50)
         follower = other.follow("r1")
         await caught_up(follower, 50)
         assert await workers.ttl_s("r1") is None  # a live run's events stay
@@ -273,7 +224,7 @@ def test_publish_closes_a_lost_workers_run_after_what_it_published(make_workers:
         lost, recovering, reading = workers.new(), workers.new(), workers.new()
         assert await recovering.published("r1") == []
         log = lost.open("r1")
-        sent = [log.append("metadata", {"run_id": "r1"}), *_tokens(log, 40)]
+        sent = [log.append("metadata", {"run_id": "r1"}), *tokens(log, 40)]
 
         async def all_published() -> bool:
             return len(await recovering.published("r1")) == len(sent)
@@ -310,7 +261,7 @@ def test_a_follower_made_before_the_first_append_reads_the_run(make_workers: Run
         first = log.append("metadata", {"run_id": "r1"})
         await asyncio.wait_for(waiter, DEADLINE_S)
         assert list(follower.after(0, 10)) == [first]
-        _tokens(log, 3)
+        tokens(log, 3)
         finish(log)
         assert await read(follower) == list(log.after(0, 10))
 
@@ -321,7 +272,7 @@ def test_a_follower_of_an_ended_run_reads_it_whole(make_workers: Run) -> None:
     async def check(workers: Workers) -> None:
         owner, other = workers.new(), workers.new()
         log = owner.open("r1")
-        _tokens(log, 20)
+        tokens(log, 20)
         finish(log)
         events = list(log.after(0, 100))
 
@@ -344,7 +295,7 @@ def test_the_followers_of_a_run_in_one_process_are_one(make_workers: Run) -> Non
         assert one.follow("r2") is not first
         assert another.follow("r1") is not first  # another process
         log = owner.open("r1")
-        _tokens(log, 10)
+        tokens(log, 10)
         finish(log)
         assert await read(first) == await read(one.follow("r1")) == list(log.after(0, 20))
 

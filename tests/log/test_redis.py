@@ -1,0 +1,204 @@
+"""The Redis shared log when Redis goes away (a throwaway `redis-server`, killed and started
+again empty): the publisher re-syncs, nothing is lost or repeated, failures are reported past
+the bound and probes fail meanwhile; a follower gives up past its bound and resumes after. And
+a follower nobody reads stops tailing until it is read again.
+
+Two `RedisSharedLog` instances are two workers."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from app.engine.ports import SharedLogUnavailable
+from app.log.redis import RedisSharedLog
+from tests.support.redis_server import RedisServer
+from tests.support.shared_log import DEADLINE_S, caught_up, finish, read, tokens, until
+
+PREFIX = "t"
+BOUND_S = 0.5
+
+
+def run(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    asyncio.run(main())
+
+
+def test_the_publisher_resyncs_after_a_restart_that_lost_the_stream(tmp_path: Path) -> None:
+    """A follower that read the first half before the restart ends with every event exactly
+    once, and a worker that starts following after it finds the whole run in the stream."""
+    with RedisServer(tmp_path) as server:
+
+        async def main() -> None:
+            owner, other, late = (RedisSharedLog(server.url, PREFIX) for _ in range(3))
+            try:
+                log = owner.open("r1")
+                tokens(log, 50)
+                follower = other.follow("r1")
+                await caught_up(follower, 50)
+                await asyncio.to_thread(server.stop)
+                await asyncio.to_thread(server.start)  # empty: the stream is gone
+                tokens(log, 50, start=51)
+                finish(log)
+                events = list(log.after(0, 200))
+                assert await read(follower) == events
+                assert await read(late.follow("r1")) == events
+                assert await late.published("r1") == events
+            finally:
+                for shared in (owner, other, late):
+                    await shared.close()
+
+        run(main)
+
+
+def test_probe_fails_while_redis_is_down_and_on_failure_comes_once_past_the_bound(
+    tmp_path: Path,
+) -> None:
+    with RedisServer(tmp_path) as server:
+
+        async def main() -> None:
+            failures: list[tuple[float, str]] = []
+            recoveries: list[float] = []
+            owner = RedisSharedLog(
+                server.url,
+                PREFIX,
+                retry_bound_s=BOUND_S,
+                on_failure=lambda problem: failures.append((time.monotonic(), problem)),
+                on_recovered=lambda: recoveries.append(time.monotonic()),
+            )
+            reader = RedisSharedLog(server.url, PREFIX)
+            try:
+                await owner.probe()
+                log = owner.open("r1")
+                tokens(log, 10)
+                await caught_up(reader.follow("r1"), 10)
+
+                await asyncio.to_thread(server.stop)
+                with pytest.raises(SharedLogUnavailable):
+                    await owner.probe()
+                down_at = time.monotonic()
+                tokens(log, 10, start=11)  # appends go on, without waiting on Redis
+
+                async def reported() -> bool:
+                    return bool(failures)
+
+                await until(reported, "on_failure is called")
+                assert failures[0][0] - down_at >= BOUND_S * 0.9
+                assert "Redis" in failures[0][1]
+                with pytest.raises(SharedLogUnavailable, match="Redis"):
+                    await owner.probe()
+                tries = owner.failed_writes
+
+                async def kept_trying() -> bool:
+                    return owner.failed_writes >= tries + 2
+
+                await until(kept_trying, "the publisher keeps trying")
+                assert len(failures) == 1 and not recoveries
+
+                await asyncio.to_thread(server.start)
+
+                async def recovered() -> bool:
+                    return bool(recoveries)
+
+                await until(recovered, "on_recovered is called")
+                await owner.probe()
+                assert len(failures) == 1 and len(recoveries) == 1
+                finish(log)
+                assert await read(reader.follow("r1")) == list(log.after(0, 100))
+            finally:
+                await owner.close()
+                await reader.close()
+
+        run(main)
+
+
+def test_a_followers_wait_fails_past_the_bound_and_the_next_read_resumes(
+    tmp_path: Path,
+) -> None:
+    with RedisServer(tmp_path) as server:
+
+        async def main() -> None:
+            owner = RedisSharedLog(server.url, PREFIX)
+            other = RedisSharedLog(server.url, PREFIX, retry_bound_s=BOUND_S)
+            try:
+                log = owner.open("r1")
+                events = tokens(log, 5)
+                follower = other.follow("r1")
+                await caught_up(follower, 5)
+
+                await asyncio.to_thread(server.stop)
+                down_at = time.monotonic()
+                with pytest.raises(SharedLogUnavailable, match="r1"):
+                    await asyncio.wait_for(follower.wait(5), DEADLINE_S)
+                assert time.monotonic() - down_at >= BOUND_S * 0.9
+                assert not follower.closed and list(follower.after(0, 10)) == events
+
+                await asyncio.to_thread(server.start)
+                more = tokens(log, 5, start=6)
+                finish(log)
+                assert await read(follower, 5) == [*more, log.after(10, 1)[0]]
+            finally:
+                await owner.close()
+                await other.close()
+
+        run(main)
+
+
+def _tails(server: RedisServer) -> tuple[int, int]:
+    """(clients blocked now, XREAD calls so far) on the server."""
+    conn = redis.Redis.from_url(server.url)
+    try:
+        blocked = sum(1 for c in conn.client_list() if "b" in c["flags"])
+        stats = conn.info("commandstats").get("cmdstat_xread", {})
+        return blocked, int(stats.get("calls", 0))
+    finally:
+        conn.close()
+
+
+def test_a_follower_nobody_reads_stops_tailing_until_it_is_read_again(tmp_path: Path) -> None:
+    with RedisServer(tmp_path) as server:
+
+        async def main() -> None:
+            owner = RedisSharedLog(server.url, PREFIX)
+            other = RedisSharedLog(server.url, PREFIX, follow_idle_s=0.2)
+            try:
+                log = owner.open("r1")
+                tokens(log, 3)
+                follower = other.follow("r1")
+                await caught_up(follower, 3)
+
+                # A waiter keeps it tailing, however long it waits.
+                waiter = asyncio.ensure_future(follower.wait(3))
+                calls = _tails(server)[1]
+
+                async def tailed_on() -> bool:
+                    return _tails(server)[1] >= calls + 2
+
+                await until(tailed_on, "the tail goes on while a reader waits")
+                assert not waiter.done()
+                event = log.append("token", {"text": "4"})
+                await asyncio.wait_for(waiter, DEADLINE_S)
+                assert list(follower.after(3, 10)) == [event]
+
+                async def stopped() -> bool:
+                    return not follower.tailing
+
+                await until(stopped, "the idle tail stops")
+                assert _tails(server)[0] == 0  # no XREAD blocks on the server
+                assert other.follow("r1") is not follower  # it left the cache
+
+                more = tokens(log, 2, start=5)
+                finish(log)
+                assert list(follower.after(4, 10)) == []  # the read resumes the tail
+                assert follower.tailing
+                assert await read(follower, 4) == [*more, log.after(6, 1)[0]]
+            finally:
+                await owner.close()
+                await other.close()
+
+        run(main)
