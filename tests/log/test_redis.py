@@ -1,7 +1,8 @@
 """The Redis shared log when Redis goes away (a throwaway `redis-server`, killed and started
 again empty): the publisher re-syncs, nothing is lost or repeated, failures are reported past
 the bound and probes fail meanwhile; a follower gives up past its bound and resumes after. And
-a follower nobody reads stops tailing until it is read again.
+on the machine's Redis: a follower nobody reads stops tailing until it is read again; appends
+are published once per window.
 
 Two `RedisSharedLog` instances are two workers."""
 
@@ -17,7 +18,8 @@ import pytest
 import redis
 
 from app.engine.ports import SharedLogUnavailable
-from app.log.redis import RedisSharedLog
+from app.log.redis import BATCH_EVENTS, RedisSharedLog
+from tests.support.redis import REDIS_URL, key_prefix
 from tests.support.redis_server import RedisServer
 from tests.support.shared_log import DEADLINE_S, caught_up, finish, read, tokens, until
 
@@ -47,6 +49,7 @@ def test_the_publisher_resyncs_after_a_restart_that_lost_the_stream(tmp_path: Pa
                 finish(log)
                 events = list(log.after(0, 200))
                 assert await read(follower) == events
+                assert list(follower.after(0, 200)) == events
                 assert await read(late.follow("r1")) == events
                 assert await late.published("r1") == events
             finally:
@@ -202,3 +205,31 @@ def test_a_follower_nobody_reads_stops_tailing_until_it_is_read_again(tmp_path: 
                 await other.close()
 
         run(main)
+
+
+def test_appends_within_the_window_go_out_as_one_entry() -> None:
+    """A run that yields after every append (a model streaming tokens): one entry per
+    publisher window, not one per append or per loop turn."""
+    window_s, total = 0.01, 2000
+
+    async def main(conn: redis.Redis, prefix: str) -> None:
+        owner = RedisSharedLog(REDIS_URL, prefix, window_s=window_s)
+        other = RedisSharedLog(REDIS_URL, prefix)
+        try:
+            log = owner.open("r1")
+            started = time.monotonic()
+            for i in range(1, total + 1):
+                log.append("token", {"i": i})
+                await asyncio.sleep(0)
+            elapsed = time.monotonic() - started
+            finish(log)
+            assert len(await read(other.follow("r1"))) == total + 1
+            windows = elapsed / window_s + 1  # each publisher pass but the last waits a window
+            early = total / BATCH_EVENTS  # a pass that BATCH_EVENTS waiting appends start
+            assert conn.xlen(f"{prefix}:events:r1") <= windows + 2 * early + 1
+        finally:
+            await owner.close()
+            await other.close()
+
+    with key_prefix() as (conn, prefix):
+        run(lambda: main(conn, prefix))
