@@ -3,11 +3,11 @@
 Design record
 - The run task never waits on Redis: `PublishedLog.append` is the memory log's append plus a
   flag and a counter; the publisher wakes `window_s` after the first dirty append (or once
-  `batch_events` appends wait) and writes every dirty log's new events in one pipeline on its
-  own connection. Why: a token is a few dozen bytes; a Redis call per token would cost the
-  event loop more than the run itself.
+  `batch_events` appends wait) and writes every dirty log's new events in one command on its
+  own connection (`WRITE`, app/log/_redis_stream.py). Why: a token is a few dozen bytes; a
+  Redis call per token, or per run and pass, would cost the event loop more than the run.
 - The terminal events (`error`, `end`) wait until the log is `sealed()` (its final record is
-  in the store), then go out with the stream's expiry in the same pipeline. Until then the
+  in the store), then go out with the stream's expiry in the same command. Until then the
   stream has no expiry: a live run's events never vanish under its readers.
 - Nothing is dropped: the memory log holds every event, and `published` is only moved on a
   confirmed write. After any failure (a dropped connection, a lost reply, a restart that lost
@@ -27,8 +27,8 @@ from typing import Any
 
 import redis.asyncio as aredis
 
-from app.engine.codec import LogEvent, encode_chunk
-from app.log._redis_stream import DOWN, FIELD, Backoff, entries, entry_id, event_id_of
+from app.engine.codec import LogEvent
+from app.log._redis_stream import DOWN, WRITE, Backoff, Write, event_id_of
 from app.log.memory import MemoryEventLog
 
 log = logging.getLogger("app.log.redis")
@@ -81,6 +81,7 @@ class Publisher:
     def __init__(
         self,
         client: aredis.Redis,
+        channel: str,
         ttl_s: float,
         bound_s: float,
         window_s: float,
@@ -89,6 +90,8 @@ class Publisher:
         on_recovered: Callable[[], None],
     ) -> None:
         self._client = client
+        self._script = client.register_script(WRITE)
+        self._channel = channel
         self._ttl_ms = max(1, int(ttl_s * 1000))
         self._window_s = window_s
         self.batch_events = batch_events
@@ -156,48 +159,31 @@ class Publisher:
             published.dirty = False
         try:
             await self._resync([p for p in dirty if p.resync])
-            plan = self._plan(dirty)
-            pipe = self._client.pipeline(transaction=False)
-            for published, chunks, sealing, _ in plan:
-                for chunk in chunks:
-                    pipe.xadd(
-                        published.key, {FIELD: encode_chunk(chunk)}, id=entry_id(chunk[-1].id)
-                    )
-                if sealing:
-                    pipe.pexpire(published.key, self._ttl_ms)
-            results = await pipe.execute(raise_on_error=False) if len(pipe) else []
+            write = Write()
+            plan = []
+            for published in dirty:
+                upto = published.publishable()
+                events = published.after(published.published, upto - published.published)
+                sealing = published.is_sealed
+                n = write.add(published.run_id, published.key, events, sealing)
+                if n:
+                    plan.append((published, n, sealing, upto))
+            results = await write.send(self._script, self._ttl_ms, self._channel)
         except BaseException:
             for published in dirty:
                 self._again(published, resync=True)
             raise
         at = 0
-        for published, chunks, sealing, upto in plan:
-            n = len(chunks) + sealing
-            refused = [r for r in results[at : at + n] if isinstance(r, Exception)]
+        for published, n, sealing, upto in plan:
+            refused = [results[i] for i in range(at, at + n) if i in results]
             at += n
             if refused:  # the stream has other ids than we thought (a lost reply, a take-over)
                 log.info("redis log %s: re-sync after %s", published.run_id, refused[0])
                 self._again(published, resync=True)
                 continue
-            published.published = upto
-            if sealing:
-                if self.logs.get(published.run_id) is published:
-                    del self.logs[published.run_id]
-            elif published.publishable() > upto:
-                self._again(published, resync=False)
-
-    def _plan(
-        self, dirty: list[PublishedLog]
-    ) -> list[tuple[PublishedLog, list[list[LogEvent]], bool, int]]:
-        plan = []
-        for published in dirty:
-            upto = published.publishable()
-            events = published.after(published.published, upto - published.published)
-            chunks = [list(chunk) for chunk in entries(events)]
-            sealing = published.is_sealed
-            if chunks or sealing:
-                plan.append((published, chunks, sealing, upto))
-        return plan
+            published.published = upto  # what was appended meanwhile marked it dirty again
+            if sealing and self.logs.get(published.run_id) is published:
+                del self.logs[published.run_id]
 
     async def _resync(self, logs: list[PublishedLog]) -> None:
         if not logs:

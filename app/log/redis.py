@@ -9,8 +9,9 @@ Design record
   that sees `end` anywhere finds the record); then the stream gets its expiry, `events_ttl_s`:
   long enough for a reader on another worker to finish reading, after which the store has the
   events. A live run's stream never expires.
-- Another worker's run is read through one follower per run in a process (`follow`), fed by
-  a tail task (app/log/_follower.py).
+- Another worker's run is read through one follower per run in a process (`follow`,
+  app/log/_follower.py), fed by the process's one tail (app/log/_tail.py): woken by the
+  publishers' messages, it reads every followed run that has news in one call.
 - Redis down: nothing is dropped (the memory logs hold everything); the publisher retries,
   reports past `retry_bound_s` through `on_failure` (once) and `on_recovered`, and re-syncs
   each stream from its last entry when Redis answers again, restarted and empty or not.
@@ -24,26 +25,27 @@ from typing import cast
 
 from redis.exceptions import RedisError
 
-from app.engine.codec import LogEvent, encode_chunk
+from app.engine.codec import LogEvent
 from app.engine.ports import EventLog, SharedLogUnavailable
-from app.log._follower import BLOCK_MS, Follower
+from app.log._follower import Follower
 from app.log._publisher import PublishedLog, Publisher
 from app.log._redis_stream import (
-    FIELD,
+    WRITE,
     Entries,
+    Write,
+    channel,
     client,
     decode_entry,
-    entries,
-    entry_id,
     event_id_of,
     stream_key,
 )
+from app.log._tail import Tail
 
 EVENTS_TTL_S = 300.0
 RETRY_BOUND_S = 10.0
-WINDOW_S = 0.003
+WINDOW_S = 0.005
 """How long the publisher lets appends gather after the first one: a few ms of latency for a
-reader on another worker, for a pipeline write per window instead of one per token."""
+reader on another worker, for one write per window instead of one per token."""
 BATCH_EVENTS = 512
 """Or as soon as this many appends wait."""
 FOLLOW_IDLE_S = 30.0
@@ -69,14 +71,14 @@ class RedisSharedLog:
         self._prefix = key_prefix
         self._ttl_ms = max(1, int(events_ttl_s * 1000))
         self._bound_s = retry_bound_s
-        self._idle_s = follow_idle_s
         self.on_failure = on_failure
         self.on_recovered = on_recovered
         self._client = client(url, socket_timeout_s=5.0)
+        self._script = self._client.register_script(WRITE)
         self._writer = client(url, socket_timeout_s=5.0, single_connection=True)
-        self._tails = client(url, socket_timeout_s=BLOCK_MS / 1000 + 5.0)
         self._publisher = Publisher(
             self._writer,
+            channel(key_prefix),
             ttl_s=events_ttl_s,
             bound_s=retry_bound_s,
             window_s=window_s,
@@ -84,8 +86,7 @@ class RedisSharedLog:
             on_failure=lambda problem: self.on_failure(problem),
             on_recovered=lambda: self.on_recovered(),
         )
-        self._followers: dict[str, Follower] = {}  # one per run, while it is read
-        self._tailing: set[Follower] = set()  # every follower whose tail runs
+        self._tail = Tail(url, key_prefix, bound_s=retry_bound_s, idle_s=follow_idle_s)
 
     @property
     def problem(self) -> str | None:
@@ -103,20 +104,7 @@ class RedisSharedLog:
         return log
 
     def follow(self, run_id: str) -> Follower:
-        follower = self._followers.get(run_id)
-        if follower is None:
-            follower = Follower(
-                run_id,
-                stream_key(self._prefix, run_id),
-                self._tails,
-                idle_s=self._idle_s,
-                bound_s=self._bound_s,
-                on_stop=self._forget,
-                on_resume=self._adopt,
-            )
-            self._followers[run_id] = follower
-            self._tailing.add(follower)
-        return follower
+        return self._tail.follow(run_id)
 
     async def published(self, run_id: str) -> list[LogEvent]:
         key = stream_key(self._prefix, run_id)
@@ -138,13 +126,14 @@ class RedisSharedLog:
         try:
             top = cast(Entries, await self._client.xrevrange(key, "+", "-", count=1))
             last = event_id_of(top[0][0]) if top else 0
-            pipe = self._client.pipeline(transaction=False)
-            for chunk in entries([event for event in events if event.id > last]):
-                pipe.xadd(key, {FIELD: encode_chunk(chunk)}, id=entry_id(chunk[-1].id))
-            pipe.pexpire(key, self._ttl_ms)
-            await pipe.execute()
+            write = Write()
+            write.add(run_id, key, [event for event in events if event.id > last], expire=True)
+            results = await write.send(self._script, self._ttl_ms, channel(self._prefix))
         except RedisError as exc:
             raise _unavailable(exc) from exc
+        if results:
+            problem = next(iter(results.values()))
+            raise SharedLogUnavailable(f"the shared log refused events of {run_id}: {problem}")
 
     async def probe(self) -> None:
         problem = self._publisher.problem
@@ -156,24 +145,12 @@ class RedisSharedLog:
             raise _unavailable(exc) from exc
 
     async def close(self) -> None:
-        """Publish what may be published (for up to `retry_bound_s`), stop the tails, close the
+        """Publish what may be published (for up to `retry_bound_s`), stop the tail, close the
         connections."""
         await self._publisher.stop(self._bound_s)
-        followers = set(self._followers.values()) | self._tailing
-        self._followers, self._tailing = {}, set()
-        for follower in followers:
-            await follower.stop()
-        for redis in (self._client, self._writer, self._tails):
-            await redis.aclose()
-
-    def _forget(self, follower: Follower) -> None:
-        self._tailing.discard(follower)
-        if self._followers.get(follower.run_id) is follower:
-            del self._followers[follower.run_id]
-
-    def _adopt(self, follower: Follower) -> None:
-        self._tailing.add(follower)
-        self._followers.setdefault(follower.run_id, follower)
+        await self._tail.close()
+        await self._client.aclose()
+        await self._writer.aclose()
 
 
 def _unavailable(exc: RedisError) -> SharedLogUnavailable:

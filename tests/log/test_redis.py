@@ -152,59 +152,41 @@ def test_a_followers_wait_fails_past_the_bound_and_the_next_read_resumes(
         run(main)
 
 
-def _tails(server: RedisServer) -> tuple[int, int]:
-    """(clients blocked now, XREAD calls so far) on the server."""
-    conn = redis.Redis.from_url(server.url)
-    try:
-        blocked = sum(1 for c in conn.client_list() if "b" in c["flags"])
-        stats = conn.info("commandstats").get("cmdstat_xread", {})
-        return blocked, int(stats.get("calls", 0))
-    finally:
-        conn.close()
+def test_a_follower_nobody_reads_stops_tailing_until_it_is_read_again() -> None:
+    async def main(prefix: str) -> None:
+        owner = RedisSharedLog(REDIS_URL, prefix)
+        other = RedisSharedLog(REDIS_URL, prefix, follow_idle_s=0.2)
+        try:
+            log, quiet = owner.open("r1"), owner.open("r2")
+            tokens(log, 3)
+            tokens(quiet, 3)
+            follower, unread = other.follow("r1"), other.follow("r2")
+            await caught_up(follower, 3)
+            await caught_up(unread, 3)
+            waiter = asyncio.ensure_future(follower.wait(3))  # waits as long as it takes
 
+            async def stopped() -> bool:
+                return not unread.tailing
 
-def test_a_follower_nobody_reads_stops_tailing_until_it_is_read_again(tmp_path: Path) -> None:
-    with RedisServer(tmp_path) as server:
+            await until(stopped, "the unread follower stops tailing")
+            assert follower.tailing  # a waiter keeps it
+            assert other.follow("r2") is not unread  # it left the cache
+            event = log.append("token", {"text": "4"})
+            await asyncio.wait_for(waiter, DEADLINE_S)
+            assert list(follower.after(3, 10)) == [event]
 
-        async def main() -> None:
-            owner = RedisSharedLog(server.url, PREFIX)
-            other = RedisSharedLog(server.url, PREFIX, follow_idle_s=0.2)
-            try:
-                log = owner.open("r1")
-                tokens(log, 3)
-                follower = other.follow("r1")
-                await caught_up(follower, 3)
+            more = tokens(quiet, 2, start=4)
+            finish(quiet)
+            assert list(unread.after(3, 10)) == []  # the read registers it again
+            assert unread.tailing
+            assert await read(unread, 3) == [*more, quiet.after(5, 1)[0]]
+            finish(log)
+        finally:
+            await owner.close()
+            await other.close()
 
-                # A waiter keeps it tailing, however long it waits.
-                waiter = asyncio.ensure_future(follower.wait(3))
-                calls = _tails(server)[1]
-
-                async def tailed_on() -> bool:
-                    return _tails(server)[1] >= calls + 2
-
-                await until(tailed_on, "the tail goes on while a reader waits")
-                assert not waiter.done()
-                event = log.append("token", {"text": "4"})
-                await asyncio.wait_for(waiter, DEADLINE_S)
-                assert list(follower.after(3, 10)) == [event]
-
-                async def stopped() -> bool:
-                    return not follower.tailing
-
-                await until(stopped, "the idle tail stops")
-                assert _tails(server)[0] == 0  # no XREAD blocks on the server
-                assert other.follow("r1") is not follower  # it left the cache
-
-                more = tokens(log, 2, start=5)
-                finish(log)
-                assert list(follower.after(4, 10)) == []  # the read resumes the tail
-                assert follower.tailing
-                assert await read(follower, 4) == [*more, log.after(6, 1)[0]]
-            finally:
-                await owner.close()
-                await other.close()
-
-        run(main)
+    with key_prefix() as (_, prefix):
+        run(lambda: main(prefix))
 
 
 def test_appends_within_the_window_go_out_as_one_entry() -> None:
