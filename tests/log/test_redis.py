@@ -2,7 +2,7 @@
 again empty): the publisher re-syncs, nothing is lost or repeated, failures are reported past
 the bound and probes fail meanwhile; a follower gives up past its bound and resumes after. And
 on the machine's Redis: a follower nobody reads stops tailing until it is read again; appends
-are published once per window.
+are published once per window; a long run is read in several calls.
 
 Two `RedisSharedLog` instances are two workers."""
 
@@ -17,7 +17,10 @@ from typing import Any
 import pytest
 import redis
 
+from app.engine.codec import LogEvent
 from app.engine.ports import SharedLogUnavailable
+from app.log._redis_stream import READ_BYTES
+from app.log._tail import READ_ENTRIES
 from app.log.redis import BATCH_EVENTS, RedisSharedLog
 from tests.support.redis import REDIS_URL, key_prefix
 from tests.support.redis_server import RedisServer
@@ -215,3 +218,29 @@ def test_appends_within_the_window_go_out_as_one_entry() -> None:
 
     with key_prefix() as (conn, prefix):
         run(lambda: main(conn, prefix))
+
+
+def test_a_follower_catches_up_on_a_run_longer_than_one_read() -> None:
+    """More entries than one read returns (`READ_ENTRIES`), and more bytes (`READ_BYTES`)."""
+
+    async def main(prefix: str) -> None:
+        writer, other = RedisSharedLog(REDIS_URL, prefix), RedisSharedLog(REDIS_URL, prefix)
+        try:
+            small = [LogEvent.of(i, "token", {"i": i}) for i in range(1, READ_ENTRIES * 2 + 10)]
+            for event in small:  # one entry each
+                await writer.publish("many", [event])
+            big = [LogEvent.of(i, "update", {"v": "x" * (READ_BYTES // 2)}) for i in (1, 2, 3)]
+            for event in big:
+                await writer.publish("big", [event])
+            end = LogEvent.of(len(small) + 1, "end", {"status": "completed"})
+            await writer.publish("many", [end])
+            await writer.publish("big", [LogEvent.of(4, "end", {"status": "completed"})])
+            assert await read(other.follow("many")) == [*small, end]
+            got = await read(other.follow("big"))
+            assert [e.id for e in got] == [1, 2, 3, 4] and got[:3] == big
+        finally:
+            await writer.close()
+            await other.close()
+
+    with key_prefix() as (_, prefix):
+        run(lambda: main(prefix))
