@@ -108,7 +108,7 @@ class RedisCancelBroker:
                 raise
 
     async def _deliver(self, data: bytes) -> None:
-        action, _, run_id = data.decode().partition(" ")
+        action, _, run_id = data.decode(errors="replace").partition(" ")
         handler = self._handler
         if handler is None or not run_id:
             return

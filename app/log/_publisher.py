@@ -28,7 +28,7 @@ from typing import Any
 import redis.asyncio as aredis
 
 from app.engine.codec import LogEvent
-from app.log._redis_stream import DOWN, WRITE, Backoff, Write, event_id_of
+from app.log._redis_stream import WRITE, Backoff, Write, event_id_of, problem_of
 from app.log.memory import MemoryEventLog
 
 log = logging.getLogger("app.log.redis")
@@ -144,8 +144,8 @@ class Publisher:
             self.full.clear()
             try:
                 await self._write()
-            except DOWN as exc:
-                self._down(f"Redis does not answer: {type(exc).__name__}: {exc}")
+            except Exception as exc:  # never the end of the publisher: retried
+                self._down(problem_of(exc))
                 await asyncio.sleep(self._backoff.failed())
                 continue
             self._up()

@@ -26,6 +26,7 @@ Two Lua scripts, so that one call serves every run
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -36,9 +37,12 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from app.engine.codec import LogEvent, decode_chunk, encode_chunk
+
+log = logging.getLogger("app.log.redis")
 
 FIELD = b"e"
 ENTRY_EVENTS = 512
@@ -46,6 +50,17 @@ ENTRY_BYTES = 256 * 1024
 
 DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
 """What a call raises when Redis does not answer (as opposed to refusing a command)."""
+
+
+def problem_of(exc: Exception) -> str:
+    """What is wrong, for a failed call to Redis (or a bug of ours: logged with its trace)."""
+    if isinstance(exc, DOWN):
+        return f"Redis does not answer: {type(exc).__name__}: {exc}"
+    if isinstance(exc, RedisError):
+        return f"Redis refused the command: {type(exc).__name__}: {exc}"
+    log.exception("redis log: unexpected failure")
+    return f"the shared log failed: {type(exc).__name__}: {exc}"
+
 
 RETRY_FIRST_S = 0.05
 RETRY_MAX_S = 1.0

@@ -27,7 +27,16 @@ import orjson
 from redis.asyncio.client import PubSub
 
 from app.log._follower import Follower
-from app.log._redis_stream import DOWN, READ, Backoff, channel, client, read, stream_key
+from app.log._redis_stream import (
+    DOWN,
+    READ,
+    Backoff,
+    channel,
+    client,
+    problem_of,
+    read,
+    stream_key,
+)
 
 log = logging.getLogger("app.log.redis")
 
@@ -100,6 +109,16 @@ class Tail:
     def _all_registered(self) -> list[Follower]:
         return [f for group in self._registered.values() for f in group]
 
+    def _failed(self, backoff: Backoff, exc: Exception, doing: str) -> float:
+        """Note a failed attempt; the delay before the next one."""
+        problem = problem_of(exc)
+        if backoff.since is None:
+            log.warning("redis log: %s stopped (%s); retrying", doing, problem)
+        delay = backoff.failed()
+        if backoff.past_bound:
+            self._give_up(f"the shared log cannot be read: {problem}")
+        return delay
+
     def _give_up(self, problem: str) -> None:
         for follower in self._all_registered():
             self._unregister(follower)
@@ -115,7 +134,7 @@ class Tail:
             try:
                 pubsub = await self._subscribe()
                 if backoff.since is not None:
-                    log.warning("redis log: following again")
+                    log.warning("redis log: listening again")
                 backoff.succeeded()
                 self._pending.update(self._all_registered())  # what no message announced
                 self._kick.set()
@@ -126,11 +145,8 @@ class Tail:
                     if time.monotonic() - swept >= self._sweep_s:
                         self._sweep()
                         swept = time.monotonic()
-            except DOWN as exc:
-                delay = backoff.failed()
-                if backoff.past_bound:
-                    self._give_up(_problem(exc))
-                await asyncio.sleep(delay)
+            except Exception as exc:  # never the end of the tail: retried
+                await asyncio.sleep(self._failed(backoff, exc, "listening"))
             finally:
                 if pubsub is not None:
                     with contextlib.suppress(*DOWN):
@@ -171,12 +187,9 @@ class Tail:
             self._pending.difference_update(batch)
             try:
                 await self._read_streams(batch)
-            except DOWN as exc:
+            except Exception as exc:  # never the end of the tail: retried
                 self._pending.update(f for f in batch if f.registered)
-                delay = backoff.failed()
-                if backoff.past_bound:
-                    self._give_up(_problem(exc))
-                await asyncio.sleep(delay)
+                await asyncio.sleep(self._failed(backoff, exc, "reading"))
                 self._kick.set()
                 continue
             backoff.succeeded()
@@ -202,7 +215,3 @@ class Tail:
                     self._unregister(follower)
                 elif index in more:
                     self._pending.add(follower)
-
-
-def _problem(exc: BaseException) -> str:
-    return f"the shared log cannot be read: Redis does not answer ({type(exc).__name__}: {exc})"
