@@ -147,6 +147,11 @@ class RunStore(Protocol):
     async def close(self) -> None: ...
 
 
+class SharedLogUnavailable(Exception):
+    """The shared log cannot be read or written (Redis is unreachable past its retry bound): a
+    follower's `wait` raises it, so a stream ends without an `end` it never read."""
+
+
 class SharedLog(Protocol):
     """The live runs' events where every worker reads them (Redis Streams). None when one
     process serves: its runs' logs are memory logs that only it reads.

@@ -18,7 +18,9 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 import pytest
 
 from app.broker.local import LocalCancelBroker
+from app.broker.redis import RedisCancelBroker
 from app.engine.ports import CancelBroker
+from tests.support.redis import REDIS_URL, key_prefix
 
 BrokerFactory = Callable[[], CancelBroker]
 Check = Callable[[BrokerFactory], Awaitable[None]]
@@ -34,8 +36,15 @@ async def _local() -> AsyncIterator[BrokerFactory]:
     yield LocalCancelBroker
 
 
+@asynccontextmanager
+async def _redis() -> AsyncIterator[BrokerFactory]:
+    with key_prefix() as (_, prefix):  # a channel of the test's own
+        yield lambda: RedisCancelBroker(REDIS_URL, prefix)
+
+
 OPENERS: dict[str, Callable[[], AbstractAsyncContextManager[BrokerFactory]]] = {
     "local": _local,
+    "redis": _redis,
 }
 
 

@@ -2,9 +2,9 @@
 cursor, waiting, closing, payload bytes, and many readers at once.
 
 Each implementation is one entry of `OPENERS`: an async context manager that yields a
-`LogFactory` (a new, empty log for a run id) and cleans up after the test. A Redis Streams log
-is added by adding its opener there (a client on a test server, a fresh key prefix), and must
-only pass this suite.
+`LogFactory` (a new, empty log for a run id) and cleans up after the test: the memory log, and
+the owner's log of the Redis shared log (a memory log whose appends are also published; what
+other workers read of it is tests/conformance/test_shared_log.py).
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ from pydantic import BaseModel
 from app.engine.codec import LogEvent, dumps
 from app.engine.ports import EventLog, LogFactory
 from app.log.memory import MemoryEventLog
+from app.log.redis import RedisSharedLog
+from tests.support.redis import REDIS_URL, key_prefix
 
 Check = Callable[[LogFactory], Awaitable[None]]
 Run = Callable[[Check], None]
@@ -37,8 +39,20 @@ async def _memory() -> AsyncIterator[LogFactory]:
     yield MemoryEventLog
 
 
+@asynccontextmanager
+async def _redis_owner() -> AsyncIterator[LogFactory]:
+    """The owner's log of a run when several workers serve (what it appends is published)."""
+    with key_prefix() as (_, prefix):
+        shared = RedisSharedLog(REDIS_URL, prefix)
+        try:
+            yield shared.open
+        finally:
+            await shared.close()
+
+
 OPENERS: dict[str, Callable[[], AbstractAsyncContextManager[LogFactory]]] = {
     "memory": _memory,
+    "redis-owner": _redis_owner,
 }
 
 
