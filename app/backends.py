@@ -8,8 +8,11 @@
                                   connection pool per process (app/store/postgres_pool.py);
                                   any number of worker processes
 
-The event log of a live run and the cancel broker are in-process for all three (Redis Streams
-and Redis pub/sub when several workers serve: not built yet).
+    REDIS_URL=redis://...         with a PostgreSQL DATABASE_URL: live runs' events in Redis
+                                  Streams (app/log/redis.py), read by every worker; cancel
+                                  requests over Redis pub/sub (app/broker/redis.py)
+
+Otherwise the event log of a live run and the cancel broker are in the process (one worker).
 
     RATE_LIMIT_RUNS               the per-key run-rate windows (`limits`): in memory, or with
     REDIS_URL=redis://...         in Redis through redis-py, shared by every worker
@@ -39,6 +42,7 @@ from app.store.single_writer import SingleWriterError, SingleWriterLock
 if TYPE_CHECKING:
     from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 
+    from app.log.redis import RedisSharedLog
     from app.store.postgres_pool import Pool
 
 log = logging.getLogger("app")
@@ -56,6 +60,8 @@ class Backends:
     broker: CancelBroker
     ready: Callable[[], Awaitable[str | None]]
     """None when the stores answer, else what is wrong (for /readyz)."""
+    shared: RedisSharedLog | None = None
+    """The live runs' events for every worker (several workers: PostgreSQL and Redis)."""
 
 
 @asynccontextmanager
@@ -95,6 +101,24 @@ async def open_backends(settings: Settings) -> AsyncIterator[Backends]:
                 SqliteRewinder(saver),
             )
         stack.push_async_callback(store.close)
+        shared_log: RedisSharedLog | None = None
+        broker: CancelBroker = LocalCancelBroker()
+        if settings.postgres_url is not None and settings.redis_url is not None:
+            from app.broker.redis import RedisCancelBroker
+            from app.log.redis import RedisSharedLog
+
+            shared_log = RedisSharedLog(
+                settings.redis_url,
+                settings.redis_key_prefix,
+                events_ttl_s=settings.redis_events_ttl_s,
+            )
+            stack.push_async_callback(shared_log.close)
+            broker = RedisCancelBroker(settings.redis_url, settings.redis_key_prefix)
+        elif settings.postgres_url is not None:
+            log.warning(
+                "DATABASE_URL is PostgreSQL but REDIS_URL is not set: runs are streamed only"
+                " through the worker that runs them; set REDIS_URL to serve from several"
+            )
 
         async def ready() -> str | None:
             timer = asyncio.timeout(ready_within)
@@ -105,6 +129,8 @@ async def open_backends(settings: Settings) -> AsyncIterator[Backends]:
                     )
                     await store.last_event_id("__readyz__")
                     await store.probe()
+                    if shared_log is not None:
+                        await shared_log.probe()
             except Exception as exc:
                 if timer.expired():
                     return f"store: no answer within {ready_within}s"
@@ -115,9 +141,10 @@ async def open_backends(settings: Settings) -> AsyncIterator[Backends]:
             checkpointer=checkpointer,
             store=store,
             rewinder=rewinder,
-            logs=MemoryEventLog,
-            broker=LocalCancelBroker(),
+            logs=shared_log.open if shared_log is not None else MemoryEventLog,
+            broker=broker,
             ready=ready,
+            shared=shared_log,
         )
 
 

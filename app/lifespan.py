@@ -81,7 +81,11 @@ def lifespan(settings: Settings) -> Any:
                     broker=backends.broker,
                     rewinder=backends.rewinder,
                     observer=app.state.metrics,
+                    shared=backends.shared,
                 )
+                if backends.shared is not None:
+                    backends.shared.on_failure = manager.shared_log_failed
+                    backends.shared.on_recovered = manager.shared_log_recovered
                 async with manager:
                     app.state.registry = registry
                     app.state.manager = manager

@@ -143,6 +143,7 @@ class RunManager:
         self._background: set[asyncio.Task[Any]] = set()
         self._open = False
         self._closing = False
+        self._shared_problem: str | None = None  # the shared log cannot be written
         self.recovered: list[str] = []
         self._persister = Persister(
             store,
@@ -276,8 +277,19 @@ class RunManager:
 
     @property
     def store_problem(self) -> str | None:
-        """What is wrong with the store while it cannot take writes (then no run starts)."""
-        return self._persister.problem
+        """What is wrong with the store or the shared log while it cannot take writes (then no
+        run starts)."""
+        return self._persister.problem or self._shared_problem
+
+    def shared_log_failed(self, problem: str) -> None:
+        """The shared log has not taken writes for its retry bound: no run starts, and every
+        live run ends `failed` with `store_unavailable` (what it does would reach no reader on
+        another worker); its events stay in memory and are published once it answers."""
+        self._shared_problem = problem
+        self._fail_live_runs(problem)
+
+    def shared_log_recovered(self) -> None:
+        self._shared_problem = None
 
     # -- start -----------------------------------------------------------------------------
 
@@ -438,8 +450,8 @@ class RunManager:
             raise NotOpen("the run manager is not open (`async with manager:`)")
         if self._closing:
             raise ShuttingDown("the server is shutting down and takes no new runs")
-        if self._persister.problem is not None:
-            raise StoreUnavailable(f"no new runs: {self._persister.problem}")
+        if self.store_problem is not None:
+            raise StoreUnavailable(f"no new runs: {self.store_problem}")
         if len(self._active) >= self._config.max_concurrent_runs:
             raise TooManyRuns(
                 f"{self._config.max_concurrent_runs} runs are already in progress; retry shortly"

@@ -1,0 +1,225 @@
+"""Several workers as one service (PostgreSQL + Redis): three uvicorn processes on different
+ports, one database schema and one Redis key prefix. A run created on A is streamed, replayed,
+inspected, cancelled, rolled back and resumed through B and C; a thread busy on A is busy on
+all; a SIGKILLed worker's runs end `worker_lost` on the others' streams and their threads
+continue."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import _fake_upstream
+from tests.support import postgres
+from tests.support.fake_openai import FakeOpenAI
+from tests.support.live import SSE, LiveServer, parse_sse, read_sse, stream_run, tokens_text
+from tests.support.redis import REDIS_URL, key_prefix
+
+SLOW = "[[tokens=400]] [[delay=0.01]]"
+
+
+class Workers:
+    def __init__(self, servers: list[LiveServer]) -> None:
+        self.servers = servers
+
+    def client(self, i: int) -> httpx.Client:
+        return httpx.Client(base_url=self.servers[i].url, timeout=30)
+
+
+def _env(fake: FakeOpenAI, url: str, prefix: str, **extra: str) -> dict[str, str]:
+    return _fake_upstream(
+        fake,
+        DATABASE_URL=url,
+        REDIS_URL=REDIS_URL,
+        REDIS_KEY_PREFIX=prefix,
+        WORKER_HEARTBEAT_S="0.5",
+        **extra,
+    )
+
+
+@pytest.fixture
+def workers(fake: FakeOpenAI, tmp_path: Path) -> Iterator[Workers]:
+    with postgres.schema() as url, key_prefix() as (_, prefix):
+        servers = [LiveServer(tmp_path, _env(fake, url, prefix)) for _ in range(3)]
+        try:
+            servers[0].start(wait=False).wait_ready(60)  # the first one sets the schema up
+            for server in servers[1:]:
+                server.start(wait=False)
+            for server in servers[1:]:
+                server.wait_ready(60)
+            yield Workers(servers)
+        finally:
+            for server in servers:
+                server.stop()
+
+
+def _start(client: httpx.Client, graph: str, body: dict[str, object]) -> dict[str, str]:
+    response = client.post(f"/graphs/{graph}/runs", json=body)
+    assert response.status_code == 202, response.text
+    return dict(response.json())
+
+
+def _stream(client: httpx.Client, run_id: str, last: int | None = None) -> list[SSE]:
+    headers = {"Last-Event-ID": str(last)} if last is not None else {}
+    with client.stream("GET", f"/runs/{run_id}/stream", headers=headers) as response:
+        assert response.status_code == 200, response.read()
+        return read_sse(response)
+
+
+def test_a_run_created_on_one_worker_streams_and_replays_on_the_others(
+    workers: Workers,
+) -> None:
+    with workers.client(0) as a, workers.client(1) as b, workers.client(2) as c:
+        run = _start(a, "chat", {"input": {"query": "[[tokens=60]] [[delay=0.01]] tides"}})
+        live = _stream(b, run["run_id"])
+        assert live[0].event == "metadata" and live[-1].event == "end"
+        assert live[-1].data["status"] == "completed"
+        record = c.get(f"/runs/{run['run_id']}").json()
+        assert record["status"] == "completed"  # final by the time any stream saw `end`
+        ids = [e.id or 0 for e in live]
+        assert ids == sorted(set(ids))
+        # replay on C from the middle: exactly the rest, nothing repeated
+        middle = ids[len(ids) // 2]
+        rest = _stream(c, run["run_id"], last=middle)
+        assert [e.id for e in rest][-1] == ids[-1]
+        assert all((e.id or 0) > middle for e in rest)
+        whole = _stream(c, run["run_id"])
+        assert tokens_text(whole) == tokens_text(live)
+        state = b.get(f"/threads/{run['thread_id']}").json()
+        assert tokens_text(live) == state["values"]["answer"]
+
+
+def test_a_replay_on_another_worker_while_the_run_is_live_loses_nothing(
+    workers: Workers,
+) -> None:
+    with workers.client(0) as a, workers.client(1) as b, workers.client(2) as c:
+        run = _start(a, "chat", {"input": {"query": "[[tokens=200]] [[delay=0.01]] waves"}})
+        seen: list[SSE] = []
+        with b.stream("GET", f"/runs/{run['run_id']}/stream") as response:
+            for event in parse_sse(response.iter_lines()):
+                seen.append(event)
+                if event.event == "token" and len(seen) > 20:
+                    break  # a dropped client
+        rest = _stream(c, run["run_id"], last=seen[-1].id)
+        assert rest[-1].event == "end" and rest[-1].data["status"] == "completed"
+        assert (rest[0].id or 0) > (seen[-1].id or 0)
+        assert tokens_text(seen) + tokens_text(rest) == tokens_text(_stream(a, run["run_id"]))
+
+
+def test_cancel_through_a_third_worker_ends_every_stream_and_closes_the_model_call(
+    workers: Workers, fake: FakeOpenAI
+) -> None:
+    abandoned = fake.snapshot().abandoned
+    with workers.client(0) as a, workers.client(1) as b, workers.client(2) as c:
+        run = _start(a, "chat", {"input": {"query": f"stop me {SLOW}"}})
+        events: list[SSE] = []
+        with b.stream("GET", f"/runs/{run['run_id']}/stream") as response:
+            for event in parse_sse(response.iter_lines()):
+                events.append(event)
+                if event.event == "token" and len(events) == 5:
+                    cancelled = c.post(f"/runs/{run['run_id']}/cancel")
+                    assert cancelled.status_code == 202, cancelled.text
+                    assert cancelled.json()["status"] == "cancelled"
+        assert events[-1].event == "end" and events[-1].data["status"] == "cancelled"
+        assert sum(1 for e in events if e.event == "token") < 200
+        fake.wait_for(lambda s: s.abandoned >= abandoned + 1, timeout=10)
+        on_a = _stream(a, run["run_id"])
+        assert on_a[-1].data["status"] == "cancelled"
+        assert a.get(f"/runs/{run['run_id']}").json()["status"] == "cancelled"
+
+
+def test_a_thread_busy_on_one_worker_is_busy_on_all_and_continues_anywhere(
+    workers: Workers,
+) -> None:
+    with workers.client(0) as a, workers.client(1) as b, workers.client(2) as c:
+        first = _start(
+            a, "chat", {"input": {"query": f"busy {SLOW}"}, "thread_id": "shared-thread"}
+        )
+        busy = b.post(
+            "/graphs/chat/runs", json={"input": {"query": "me too"}, "thread_id": "shared-thread"}
+        )
+        assert busy.status_code == 409, busy.text
+        assert busy.json()["error"]["code"] == "thread_busy"
+        assert c.get("/threads/shared-thread").json()["active_run_id"] == first["run_id"]
+        assert b.post(f"/runs/{first['run_id']}/cancel").json()["status"] == "cancelled"
+        assert c.get("/threads/shared-thread").json()["active_run_id"] is None
+
+        def ask(client: httpx.Client, text: str) -> str:
+            body = {
+                "input": {"messages": [{"role": "user", "content": text}]},
+                "thread_id": "agent-thread",
+            }
+            events = stream_run(client, "agent", body)
+            assert events[-1].data["status"] == "completed", events[-1]
+            return tokens_text(events)
+
+        ask(a, "what is 2+3?")
+        ask(b, "and times 4?")
+        messages = c.get("/threads/agent-thread").json()["values"]["messages"]
+        humans = [m for m in messages if m["role"] == "user"]
+        assert [m["content"] for m in humans] == ["what is 2+3?", "and times 4?"]
+
+
+def test_a_run_paused_on_one_worker_is_resumed_on_another(workers: Workers) -> None:
+    with workers.client(0) as a, workers.client(1) as b:
+        paused = stream_run(a, "approval", {"input": {"request": "a haiku"}, "thread_id": "hitl"})
+        assert paused[-1].data["status"] == "paused"
+        body = {"resume": {"approved": True}, "thread_id": "hitl"}
+        resumed = stream_run(b, "approval", body)
+        assert resumed[-1].data["status"] == "completed", resumed[-1]
+        assert a.get("/threads/hitl").json()["values"]["approved"] is True
+
+
+def test_a_rollback_through_another_worker_restores_the_thread(workers: Workers) -> None:
+    with workers.client(0) as a, workers.client(1) as b:
+        done = stream_run(a, "chat", {"input": {"query": "[[tokens=3]] one"}, "thread_id": "rb"})
+        assert done[-1].data["status"] == "completed"
+        before = a.get("/threads/rb").json()
+        run = _start(a, "chat", {"input": {"query": f"two {SLOW}"}, "thread_id": "rb"})
+        with b.stream("GET", f"/runs/{run['run_id']}/stream") as response:
+            for event in parse_sse(response.iter_lines()):
+                if event.event == "token":
+                    break
+        record = b.post(f"/runs/{run['run_id']}/cancel", json={"action": "rollback"}).json()
+        assert record["status"] == "cancelled" and record["reason"] == "rollback", record
+        after = b.get("/threads/rb").json()
+        assert after["checkpoint_id"] == before["checkpoint_id"]
+        assert after["values"] == before["values"]
+
+
+def test_a_killed_workers_runs_end_worker_lost_everywhere_and_their_threads_continue(
+    workers: Workers,
+) -> None:
+    a_server = workers.servers[0]
+    with workers.client(0) as a, workers.client(1) as b, workers.client(2) as c:
+        run = _start(a, "chat", {"input": {"query": f"doomed {SLOW}"}, "thread_id": "lost"})
+        events: list[SSE] = []
+        killed_at = 0.0
+        with b.stream("GET", f"/runs/{run['run_id']}/stream") as response:
+            for event in parse_sse(response.iter_lines()):
+                events.append(event)
+                if event.event == "token" and not killed_at:
+                    a_server.signal(signal.SIGKILL)
+                    killed_at = time.monotonic()
+        assert [e.event for e in events[-2:]] == ["error", "end"], events[-3:]
+        assert events[-2].data["code"] == "worker_lost"
+        assert events[-1].data["status"] == "failed"
+        ids = [e.id or 0 for e in events]
+        assert ids == sorted(set(ids))
+        record = c.get(f"/runs/{run['run_id']}").json()
+        assert record["status"] == "failed" and record["error"]["code"] == "worker_lost"
+        # 3 heartbeats of 0.5 s, plus the next beat of a worker that notices
+        assert time.monotonic() - killed_at < 10
+        # a client that saw some of it reconnects elsewhere: the rest, then the ending
+        tail = _stream(c, run["run_id"], last=events[2].id)
+        assert [e.event for e in tail[-2:]] == ["error", "end"]
+        assert c.get("/threads/lost").json()["active_run_id"] is None
+        again = stream_run(
+            c, "chat", {"input": {"query": "[[tokens=3]] again"}, "thread_id": "lost"}
+        )
+        assert again[-1].data["status"] == "completed"
