@@ -35,6 +35,7 @@ from typing import Any
 import orjson
 from psycopg.rows import TupleRow, tuple_row
 
+from app.engine import codec
 from app.engine.codec import LogEvent
 from app.engine.idempotency import KeyBinding
 from app.engine.record import RunRecord
@@ -243,7 +244,8 @@ class PostgresRunStore:
         async with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
             await cur.execute("DELETE FROM svc_event_chunks WHERE run_id = %s", (record.run_id,))
             if events:
-                await cur.execute(_PUT_CHUNK, (record.run_id, events[0].id, events[-1].id, 1, data))
+                first, last = events[0].id, events[-1].id
+                await cur.execute(_PUT_CHUNK, (record.run_id, first, last, codec.ZLIB, data))
             await cur.execute(_PUT_RECORD, _record_row(record))
 
     async def load_record(self, run_id: str) -> RunRecord | None:
