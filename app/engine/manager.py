@@ -133,7 +133,10 @@ class RunManager:
         self._shared = shared
         self.worker_id = uuid.uuid4().hex
         self._active: dict[str, Run] = {}
-        self._remote: dict[str, Run] = {}  # runs of other workers read here (shared log)
+        # Runs of other workers read here (the shared log), and when each was looked up first:
+        # a lookup holds it no longer than the finished-runs cache holds an ended run.
+        self._remote: dict[str, Run] = {}
+        self._remote_at: dict[str, float] = {}
         self._threads: dict[str, str] = {}  # checkpointer thread id -> its run in progress
         self._releases: dict[str, Release] = {}  # run id -> its admission's release
         self._finished: OrderedDict[str, tuple[Run, float]] = OrderedDict()
@@ -216,6 +219,7 @@ class RunManager:
             return run
         if self._shared is not None and record.ended_at is None and record.owner != self.worker_id:
             run = self._remote[run_id] = Run.following(record, self._shared.follow(run_id))
+            self._remote_at[run_id] = time.monotonic()
             return run
         run = Run.stored(record, await self._store.load_events(run_id))
         self._remember(run)
@@ -228,6 +232,7 @@ class RunManager:
         if run is None or not run.reader.closed:
             return run
         record = await self._store.load_record(run_id)
+        self._remote_at.pop(run_id, None)
         if self._remote.pop(run_id, None) is None:
             return self._cached(run_id)
         if record is None:
@@ -545,6 +550,11 @@ class RunManager:
         horizon = time.monotonic() - self._config.finished_runs_cache_s
         while self._finished and next(iter(self._finished.values()))[1] <= horizon:
             self._forget_oldest()
+        # A stream still reading another worker's run holds its own reference; a later lookup
+        # makes a new one on the same follower (the shared log keeps one per run).
+        for run_id in [r for r, at in self._remote_at.items() if at <= horizon]:
+            del self._remote_at[run_id]
+            self._remote.pop(run_id, None)
         return self.released
 
     @property

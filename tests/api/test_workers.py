@@ -24,8 +24,9 @@ SLOW = "[[tokens=400]] [[delay=0.01]]"
 
 
 class Workers:
-    def __init__(self, servers: list[LiveServer]) -> None:
+    def __init__(self, servers: list[LiveServer], database_url: str) -> None:
         self.servers = servers
+        self.database_url = database_url
 
     def client(self, i: int) -> httpx.Client:
         return httpx.Client(base_url=self.servers[i].url, timeout=30)
@@ -52,7 +53,7 @@ def workers(fake: FakeOpenAI, tmp_path: Path) -> Iterator[Workers]:
                 server.start(wait=False)
             for server in servers[1:]:
                 server.wait_ready(60)
-            yield Workers(servers)
+            yield Workers(servers, url)
         finally:
             for server in servers:
                 server.stop()
@@ -223,3 +224,45 @@ def test_a_killed_workers_runs_end_worker_lost_everywhere_and_their_threads_cont
             c, "chat", {"input": {"query": "[[tokens=3]] again"}, "thread_id": "lost"}
         )
         assert again[-1].data["status"] == "completed"
+
+
+def test_a_worker_that_starts_or_restarts_leaves_the_other_workers_runs_alone(
+    workers: Workers, tmp_path: Path
+) -> None:
+    with workers.client(0) as a, workers.client(1) as b:
+        run = _start(a, "chat", {"input": {"query": "[[tokens=1500]] [[delay=0.01]] long"}})
+        first = b.get(f"/runs/{run['run_id']}").json()
+        assert first["status"] == "running"
+        restarted = workers.servers[2]
+        restarted.signal(signal.SIGTERM)
+        restarted.wait_exit(30)
+        restarted.stop()
+        # a new process on the same store (a restart, or one more worker): its startup
+        # recovery and its lease passes see A's lease alive
+        newcomer = LiveServer(tmp_path, restarted.env).start(wait=False)
+        workers.servers.append(newcomer)
+        newcomer.wait_ready(60)
+        with httpx.Client(base_url=newcomer.url, timeout=30) as d:
+            assert d.get(f"/runs/{run['run_id']}").json()["status"] == "running"
+            events = _stream(d, run["run_id"])
+        assert events[-1].data["status"] == "completed", events[-2:]
+        assert "worker was lost" not in newcomer.logs()
+
+
+def test_a_cancel_whose_message_was_missed_is_found_on_the_runs_record(
+    workers: Workers, fake: FakeOpenAI
+) -> None:
+    """The broker's fallback: a request noted on the record (as `POST /cancel` does before it
+    publishes) and never published reaches the owner on its next heartbeat."""
+    abandoned = fake.snapshot().abandoned
+    with workers.client(0) as a, workers.client(1) as b:
+        run = _start(a, "chat", {"input": {"query": f"unheard {SLOW}"}})
+        with postgres.connect(workers.database_url) as conn:
+            conn.execute(
+                "INSERT INTO svc_cancel_requests (run_id, action) VALUES (%s, 'interrupt')",
+                (run["run_id"],),
+            )
+        events = _stream(b, run["run_id"])
+        assert events[-1].data["status"] == "cancelled", events[-2:]
+        assert sum(1 for e in events if e.event == "token") < 300
+        fake.wait_for(lambda s: s.abandoned >= abandoned + 1, timeout=10)
