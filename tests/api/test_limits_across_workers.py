@@ -8,6 +8,7 @@ from __future__ import annotations
 import signal
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import cast
 
@@ -30,9 +31,12 @@ HEARTBEAT_S = 0.5
 LEASE_S = 3 * HEARTBEAT_S  # app/auth/redis_slots.py: LEASE_RENEWALS renewals
 
 
-def _server(
+@contextmanager
+def _serving(
     tmp: Path, fake: FakeOpenAI, url: str, prefix: str, heartbeat_s: float = 5.0
-) -> LiveServer:
+) -> Iterator[LiveServer]:
+    """A server with the limits on `url` under `prefix`; stopped afterwards, even when it never
+    became ready."""
     env = _fake_upstream(
         fake,
         MAX_CONCURRENT_RUNS="50",
@@ -42,7 +46,11 @@ def _server(
         REDIS_KEY_PREFIX=prefix,
         WORKER_HEARTBEAT_S=str(heartbeat_s),
     )
-    return LiveServer(tmp, env).start()
+    server = LiveServer(tmp, env)
+    try:
+        yield server.start()
+    finally:
+        server.stop()
 
 
 Pair = tuple[LiveServer, LiveServer, redis.Redis, str]
@@ -51,16 +59,12 @@ Pair = tuple[LiveServer, LiveServer, redis.Redis, str]
 @pytest.fixture(scope="module")
 def servers(fake: FakeOpenAI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
     """Servers A and B on the machine's Redis under one fresh prefix, and a client of it."""
-    with key_prefix() as (conn, prefix):
-        a = _server(tmp_path_factory.mktemp("worker-a"), fake, REDIS_URL, prefix)
-        try:
-            b = _server(tmp_path_factory.mktemp("worker-b"), fake, REDIS_URL, prefix)
-            try:
-                yield a, b, conn, prefix
-            finally:
-                b.stop()
-        finally:
-            a.stop()
+    with (
+        key_prefix() as (conn, prefix),
+        _serving(tmp_path_factory.mktemp("worker-a"), fake, REDIS_URL, prefix) as a,
+        _serving(tmp_path_factory.mktemp("worker-b"), fake, REDIS_URL, prefix) as b,
+    ):
+        yield a, b, conn, prefix
 
 
 @pytest.fixture
@@ -151,11 +155,14 @@ def test_a_killed_workers_slots_are_freed_within_the_lease(
     pair: Pair, fake: FakeOpenAI, tmp_path: Path
 ) -> None:
     _, b, conn, prefix = pair
-    victim = _server(tmp_path, fake, REDIS_URL, prefix, heartbeat_s=HEARTBEAT_S)
     runs_key = f"{prefix}:slots:runs:default"
     taken: list[dict[str, str]] = []
     try:
-        with _client(victim) as on_victim, _client(b) as on_b:
+        with (
+            _serving(tmp_path, fake, REDIS_URL, prefix, heartbeat_s=HEARTBEAT_S) as victim,
+            _client(victim) as on_victim,
+            _client(b) as on_b,
+        ):
             for _ in range(2):
                 assert on_victim.post("/graphs/chat/runs", json=LONG).status_code == 202
             _error(on_victim.post("/graphs/chat/runs", json=SHORT), 429, "too_many_runs")
@@ -179,7 +186,6 @@ def test_a_killed_workers_slots_are_freed_within_the_lease(
             assert time.monotonic() - killed <= LEASE_S + 1.0
             _error(on_b.post("/graphs/chat/runs", json=SHORT), 429, "too_many_runs")
     finally:
-        victim.stop()
         with _client(b) as on_b:
             for run in taken:
                 on_b.post(run["cancel_url"])
@@ -200,25 +206,24 @@ def _started_when_free(c: httpx.Client, body: object, within: float) -> dict[str
 def test_redis_down_refuses_new_runs_and_streams_until_it_answers_again(
     fake: FakeOpenAI, tmp_path: Path
 ) -> None:
-    with RedisServer(tmp_path) as store:
-        server = _server(tmp_path, fake, store.url, "down")
-        try:
-            with _client(server) as c:
-                before = c.post("/graphs/chat/runs", json=SHORT)
-                assert before.status_code == 202, before.text
-                wait_status(c, before.json()["run_id"], "completed")
-                store.stop()
-                for path in ("/graphs/chat/runs", "/graphs/chat/stream"):
-                    refused = c.post(path, json=SHORT)
-                    error = _error(refused, 503, "store_unavailable")
-                    assert "limit storage is unreachable" in error["message"]
-                    assert refused.headers["retry-after"] == "5"
-                store.start()
-                deadline = time.monotonic() + 10
-                while (again := c.post("/graphs/chat/runs", json=SHORT)).status_code == 503:
-                    assert time.monotonic() < deadline, again.text
-                    time.sleep(0.05)
-                assert again.status_code == 202, again.text
-                wait_status(c, again.json()["run_id"], "completed")
-        finally:
-            server.stop()
+    with (
+        RedisServer(tmp_path) as store,
+        _serving(tmp_path, fake, store.url, "down") as server,
+        _client(server) as c,
+    ):
+        before = c.post("/graphs/chat/runs", json=SHORT)
+        assert before.status_code == 202, before.text
+        wait_status(c, before.json()["run_id"], "completed")
+        store.stop()
+        for path in ("/graphs/chat/runs", "/graphs/chat/stream"):
+            refused = c.post(path, json=SHORT)
+            error = _error(refused, 503, "store_unavailable")
+            assert "limit storage is unreachable" in error["message"]
+            assert refused.headers["retry-after"] == "5"
+        store.start()
+        deadline = time.monotonic() + 10
+        while (again := c.post("/graphs/chat/runs", json=SHORT)).status_code == 503:
+            assert time.monotonic() < deadline, again.text
+            time.sleep(0.05)
+        assert again.status_code == 202, again.text
+        wait_status(c, again.json()["run_id"], "completed")
