@@ -121,11 +121,13 @@ class RedisSlots:
         key = self.key(kind, tenant)
         member = uuid.uuid4().hex
         if not self._released.get(key):
-            return await self._take(key, member, most, set())
+            return await self._take(kind, key, member, most, set())
         async with self._lock:  # after a removal in flight, so none is re-added behind it
-            return await self._take(key, member, most, self._released.pop(key, set()))
+            return await self._take(kind, key, member, most, self._released.pop(key, set()))
 
-    async def _take(self, key: str, member: str, most: int, freed: set[str]) -> Release | None:
+    async def _take(
+        self, kind: str, key: str, member: str, most: int, freed: set[str]
+    ) -> Release | None:
         try:
             taken, _ = await self._take_script(
                 keys=[key], args=[member, most, self._lease_ms, *freed]
@@ -135,8 +137,8 @@ class RedisSlots:
             self._wake.set()
             if isinstance(exc, RedisError):
                 raise StoreUnavailable(
-                    f"no new {key.rsplit(':', 2)[-2]}: the per-key limit storage is"
-                    f" unreachable ({type(exc).__name__})"
+                    f"no new {kind}: the per-key limit storage is unreachable"
+                    f" ({type(exc).__name__})"
                 ) from None
             raise
         if not taken:
@@ -169,9 +171,11 @@ class RedisSlots:
                 due = time.monotonic() + self.renew_s
             try:
                 await self._sync(renew)
-            except RedisError as exc:
+            except Exception as exc:  # Redis away (or a bug): this beat is lost, not the loop
                 log.warning(
-                    "limit slots not renewed (%s); next try in %.1fs", _why(exc), self.renew_s
+                    "limit slots not renewed or freed (%s); next try in %.1fs",
+                    _why(exc),
+                    self.renew_s,
                 )
 
     async def _sync(self, renew: bool) -> None:
