@@ -14,8 +14,10 @@
 
 Otherwise the event log of a live run and the cancel broker are in the process (one worker).
 
-    RATE_LIMIT_RUNS               the per-key run-rate windows (`limits`): in memory, or with
-    REDIS_URL=redis://...         in Redis through redis-py, shared by every worker
+    RATE_LIMIT_RUNS               the per-key run-rate windows (`limits`) and the slots of
+    MAX_RUNS_PER_KEY,             runs in progress and streams open (app/auth/slots.py): in
+    MAX_STREAMS_PER_KEY           memory, or with REDIS_URL=redis://... in Redis through one
+                                  redis-py pool, shared by every worker
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.memory import InMemorySaver
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 
+from app.auth.slots import LocalSlots, Slots
 from app.broker.local import LocalCancelBroker
 from app.engine.ports import CancelBroker, LogFactory, Rewinder, RunStore
 from app.log.memory import MemoryEventLog
@@ -214,31 +217,50 @@ class _single_writer:
         self._lock.release()
 
 
+@dataclass(frozen=True)
+class LimitStores:
+    """Where the per-key limits are kept: the run-rate windows (None without RATE_LIMIT_RUNS)
+    and the slots of runs in progress and streams open."""
+
+    rate: Storage | None
+    slots: Slots
+
+
 @asynccontextmanager
-async def open_rate_storage(settings: Settings) -> AsyncIterator[Storage | None]:
-    """Where the run-rate windows live; None without RATE_LIMIT_RUNS. The Redis connections
-    are ours (a pool passed in), so they are closed on the way out."""
-    if settings.run_rate is None:
-        yield None
+async def open_limit_stores(settings: Settings) -> AsyncIterator[LimitStores]:
+    """In memory, or with REDIS_URL in Redis through one connection pool of ours (closed on
+    the way out), the slots renewed every WORKER_HEARTBEAT_S while open."""
+    slotted = settings.max_runs_per_key is not None or settings.max_streams_per_key is not None
+    if settings.redis_url is None or (settings.run_rate is None and not slotted):
+        yield LimitStores(MemoryStorage() if settings.run_rate else None, LocalSlots())
         return
-    if settings.redis_url is None:
-        yield MemoryStorage()
-        return
-    from redis.asyncio import ConnectionPool
+    from redis.asyncio import ConnectionPool, Redis
+
+    from app.auth.redis_slots import RedisSlots
 
     pool = ConnectionPool.from_url(
         settings.redis_url, socket_connect_timeout=2.0, socket_timeout=2.0
     )
     try:
-        yield RedisStorage(
-            f"async+{settings.redis_url}",
-            implementation="redispy",
-            wrap_exceptions=True,
-            key_prefix=f"{settings.redis_key_prefix}:limits",
-            # Documented by `limits` ("the redis client is initialized with the connection
-            # pool"); its stubs type the extra options as scalars only.
-            connection_pool=pool,  # type: ignore[arg-type]
-        )
+        rate = None
+        if settings.run_rate is not None:
+            rate = RedisStorage(
+                f"async+{settings.redis_url}",
+                implementation="redispy",
+                wrap_exceptions=True,
+                key_prefix=f"{settings.redis_key_prefix}:limits",
+                # Documented by `limits` ("the redis client is initialized with the connection
+                # pool"); its stubs type the extra options as scalars only.
+                connection_pool=pool,  # type: ignore[arg-type]
+            )
+        if not slotted:
+            yield LimitStores(rate, LocalSlots())
+            return
+        client = Redis(connection_pool=pool)
+        async with RedisSlots(
+            client, settings.redis_key_prefix, settings.worker_heartbeat_s
+        ) as slots:
+            yield LimitStores(rate, slots)
     finally:
         await pool.aclose()
 

@@ -17,7 +17,7 @@ from fastapi import FastAPI
 
 from app.auth.throttle import KeyLimits
 from app.auth.tokens import SECRET_NAME, StreamTokens
-from app.backends import Backends, open_backends, open_rate_storage, without_password
+from app.backends import Backends, open_backends, open_limit_stores, without_password
 from app.engine.config import EngineConfig
 from app.engine.manager import RunManager
 from app.engine.registry import GraphRegistry
@@ -60,7 +60,7 @@ def lifespan(settings: Settings) -> Any:
         try:
             async with (
                 open_backends(settings) as backends,
-                open_rate_storage(settings) as rate_storage,
+                open_limit_stores(settings) as limit_stores,
             ):
                 llm = build_chat_model(
                     api_key=settings.openai_api_key,
@@ -95,7 +95,8 @@ def lifespan(settings: Settings) -> Any:
                         rate=settings.run_rate,
                         max_runs=settings.max_runs_per_key,
                         max_streams=settings.max_streams_per_key,
-                        storage=rate_storage,
+                        storage=limit_stores.rate,
+                        slots=limit_stores.slots,
                     )
                     _log_limits(settings)
                     app.state.ready = backends.ready
@@ -170,11 +171,10 @@ def _log_limits(settings: Settings) -> None:
     rate = settings.run_rate
     if rate is None and settings.max_runs_per_key is None and settings.max_streams_per_key is None:
         return
-    where = "redis" if settings.redis_url else "memory"
     log.info(
-        "limits per key: %s runs created (%s), %s in progress, %s streams open",
+        "limits per key: %s runs created, %s in progress, %s streams open; counted in %s",
         rate or "any",
-        where if rate else "-",
         settings.max_runs_per_key or "any",
         settings.max_streams_per_key or "any",
+        "redis (shared by every worker)" if settings.redis_url else "this process",
     )

@@ -13,11 +13,12 @@ Design record
   (app/engine/admission.py). The concurrency slot is checked first, so a request refused for
   it takes no rate token. (Only a request that loses a race after admission, its thread
   taken or the server filled while the rate was checked, has spent a token.)
-- Concurrent runs and open streams are counted in this process, by the engine's release (when
-  the run's `end` is written) and by the stream response's end (whatever ended it: the run's
-  end, the client going away, a send timeout). Tenants with nothing open take no memory.
-- The rate storage unreachable: run creation is refused (`store_unavailable`, 503), never let
-  through unlimited.
+- Concurrent runs and open streams are slots (app/auth/slots.py): counted in this process, or
+  with REDIS_URL in Redis with leases, shared by every worker (app/auth/redis_slots.py). Freed
+  by the engine's release (when the run's `end` is written) and by the stream response's end
+  (whatever ended it: the run's end, the client going away, a send timeout).
+- The rate storage or the slots' Redis unreachable: the request is refused
+  (`store_unavailable`, 503), never let through unlimited.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from limits.aio.storage import Storage
 from limits.aio.strategies import MovingWindowRateLimiter
 from limits.errors import StorageError
 
+from app.auth.slots import LocalSlots, Slots
 from app.engine.admission import Release
 from app.engine.errors import EngineError, StoreUnavailable
 
@@ -63,7 +65,8 @@ class LimitExceeded(EngineError):
 
 
 class KeyLimits:
-    """The per-key limits of this process; any of them may be unset (no limit)."""
+    """The per-key limits; any of them may be unset (no limit). `slots` count the runs in
+    progress and the streams open (default: in this process)."""
 
     def __init__(
         self,
@@ -72,6 +75,7 @@ class KeyLimits:
         max_runs: int | None = None,
         max_streams: int | None = None,
         storage: Storage | None = None,
+        slots: Slots | None = None,
     ) -> None:
         if rate is not None and storage is None:
             raise ValueError("a rate limit needs a storage")
@@ -79,14 +83,7 @@ class KeyLimits:
         self.max_runs = max_runs
         self.max_streams = max_streams
         self._limiter = MovingWindowRateLimiter(storage) if rate and storage else None
-        self._runs: dict[str, int] = {}
-        self._streams: dict[str, int] = {}
-
-    def runs_of(self, tenant: str) -> int:
-        return self._runs.get(tenant, 0)
-
-    def streams_of(self, tenant: str) -> int:
-        return self._streams.get(tenant, 0)
+        self.slots: Slots = slots if slots is not None else LocalSlots()
 
     def admission(self, tenant: str) -> Admission | None:
         """What the engine asks before it creates a run for `tenant`; None: nothing to ask."""
@@ -103,17 +100,28 @@ class KeyLimits:
         except StorageError as exc:
             raise _unavailable(exc) from None
 
-    def open_stream(self, tenant: str) -> Release | None:
+    async def open_stream(self, tenant: str) -> Release | None:
         """Take one of the tenant's stream slots (`too_many_streams` if none is left); the
         release frees it, once. None: streams are not limited."""
         if self.max_streams is None:
             return None
-        return _take(self._streams, tenant, self.max_streams, "too_many_streams", "streams")
+        return await self._take("streams", tenant, self.max_streams, "too_many_streams")
 
-    def _take_run(self, tenant: str) -> Release | None:
+    async def _take_run(self, tenant: str) -> Release | None:
         if self.max_runs is None:
             return None
-        return _take(self._runs, tenant, self.max_runs, "too_many_runs", "runs in progress")
+        return await self._take("runs", tenant, self.max_runs, "too_many_runs")
+
+    async def _take(self, kind: str, tenant: str, most: int, code: str) -> Release:
+        release = await self.slots.take(kind, tenant, most)
+        if release is None:
+            what = "runs in progress" if kind == "runs" else "streams open"
+            raise LimitExceeded(
+                f"this key has {most} {what}, its limit; retry when one ends",
+                code=code,
+                retry_after_s=RETRY_SLOT_S,
+            )
+        return release
 
     async def _hit(self, tenant: str) -> Quota | None:
         if self._limiter is None or self.rate is None:
@@ -154,7 +162,7 @@ class Admission:
 
     async def __call__(self) -> Release:
         try:
-            release = self._limits._take_run(self._tenant)
+            release = await self._limits._take_run(self._tenant)
         except LimitExceeded as exc:
             exc.quota = await self._limits.quota(self._tenant)  # its headers say the window
             raise
@@ -165,31 +173,6 @@ class Admission:
                 release()
             raise
         return release or _nothing
-
-
-def _take(counts: dict[str, int], tenant: str, most: int, code: str, what: str) -> Release:
-    held = counts.get(tenant, 0)
-    if held >= most:
-        raise LimitExceeded(
-            f"this key has {held} {what}, its limit; retry when one ends",
-            code=code,
-            retry_after_s=RETRY_SLOT_S,
-        )
-    counts[tenant] = held + 1
-    released = False
-
-    def release() -> None:
-        nonlocal released
-        if released:
-            return
-        released = True
-        left = counts[tenant] - 1
-        if left:
-            counts[tenant] = left
-        else:
-            del counts[tenant]
-
-    return release
 
 
 def _nothing() -> None:

@@ -25,7 +25,7 @@ import uuid
 import httpx
 
 from app.auth.throttle import KeyLimits
-from app.backends import open_rate_storage
+from app.backends import open_limit_stores
 from app.settings import Settings
 from bench import client
 from bench.cases._common import Context, aio, chat
@@ -86,12 +86,13 @@ async def _round(
 
 async def _admissions(settings: Settings, n: int) -> float:
     """Microseconds of one `KeyLimits` admission (and its release) under `settings`."""
-    async with open_rate_storage(settings) as storage:
+    async with open_limit_stores(settings) as stores:
         limits = KeyLimits(
             rate=settings.run_rate,
             max_runs=settings.max_runs_per_key,
             max_streams=settings.max_streams_per_key,
-            storage=storage,
+            storage=stores.rate,
+            slots=stores.slots,
         )
         t0 = time.perf_counter()
         for _ in range(n):

@@ -11,8 +11,9 @@ import pytest
 from limits import parse
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 
+from app.auth.slots import LocalSlots
 from app.auth.throttle import Admission, KeyLimits, LimitExceeded, Quota
-from app.backends import open_rate_storage
+from app.backends import open_limit_stores
 from app.engine.admission import Release
 from app.engine.errors import StoreUnavailable
 from app.settings import Settings
@@ -49,8 +50,13 @@ def _refused(code: str, attempt: Callable[[], Awaitable[object]]) -> LimitExceed
 def test_no_limit_set_asks_nothing() -> None:
     limits = _limits()
     assert limits.admission("a") is None
-    assert limits.open_stream("a") is None
+    assert asyncio.run(limits.open_stream("a")) is None
     assert asyncio.run(limits.quota("a")) is None
+
+
+def _held(limits: KeyLimits, kind: str, tenant: str) -> int:
+    assert isinstance(limits.slots, LocalSlots)
+    return limits.slots.held(kind, tenant)
 
 
 def test_run_slots_are_per_tenant_and_freed_by_the_release() -> None:
@@ -62,28 +68,29 @@ def test_run_slots_are_per_tenant_and_freed_by_the_release() -> None:
             await _admit(limits, "a")
         assert full.value.code == "too_many_runs" and full.value.retry_after_s == 1.0
         release_b, _ = await _admit(limits, "b")  # another tenant: its own slot
-        assert (limits.runs_of("a"), limits.runs_of("b")) == (1, 1)
+        assert (_held(limits, "runs", "a"), _held(limits, "runs", "b")) == (1, 1)
         release_a()
         release_a()  # a second release frees nothing more
-        assert limits.runs_of("a") == 0 and limits.runs_of("b") == 1
+        assert _held(limits, "runs", "a") == 0 and _held(limits, "runs", "b") == 1
         again, _ = await _admit(limits, "a")
         again()
         release_b()
-        assert limits._runs == {}  # tenants with nothing in progress take no memory
+        assert isinstance(limits.slots, LocalSlots)
+        assert limits.slots.counts == {}  # tenants with nothing in progress take no memory
 
     asyncio.run(scenario())
 
 
 def test_stream_slots_are_per_tenant_and_freed_by_the_release() -> None:
     limits = _limits(max_streams=2)
-    a1, a2 = limits.open_stream("a"), limits.open_stream("a")
-    exc = _refused("too_many_streams", lambda: asyncio.sleep(0, limits.open_stream("a")))
+    a1, a2 = asyncio.run(limits.open_stream("a")), asyncio.run(limits.open_stream("a"))
+    exc = _refused("too_many_streams", lambda: limits.open_stream("a"))
     assert exc.retry_after_s == 1.0 and exc.quota is None
-    b = limits.open_stream("b")
+    b = asyncio.run(limits.open_stream("b"))
     assert a1 and a2 and b
     a1()
-    assert limits.streams_of("a") == 1 and limits.streams_of("b") == 1
-    assert limits.open_stream("a") is not None
+    assert _held(limits, "streams", "a") == 1 and _held(limits, "streams", "b") == 1
+    assert asyncio.run(limits.open_stream("a")) is not None
 
 
 def test_rate_window_is_per_tenant_with_its_quota() -> None:
@@ -130,7 +137,7 @@ def test_a_request_refused_by_the_rate_gives_its_run_slot_back() -> None:
             await _admit(limits, "a")
 
     asyncio.run(scenario())
-    assert limits.runs_of("a") == 1
+    assert _held(limits, "runs", "a") == 1
 
 
 def _settings(prefix: str, url: str = REDIS_URL, rate: str = "3/minute") -> Settings:
@@ -149,11 +156,11 @@ def test_redis_storage_shares_each_tenants_window_between_workers() -> None:
 
         async def scenario() -> tuple[list[int], LimitExceeded, Quota | None]:
             settings = _settings(prefix)
-            async with open_rate_storage(settings) as a, open_rate_storage(settings) as b:
-                assert isinstance(a, RedisStorage) and isinstance(b, RedisStorage)
+            async with open_limit_stores(settings) as a, open_limit_stores(settings) as b:
+                assert isinstance(a.rate, RedisStorage) and isinstance(b.rate, RedisStorage)
                 one, two = (
-                    KeyLimits(rate=settings.run_rate, storage=a),
-                    KeyLimits(rate=settings.run_rate, storage=b),
+                    KeyLimits(rate=settings.run_rate, storage=a.rate),
+                    KeyLimits(rate=settings.run_rate, storage=b.rate),
                 )
                 left = []
                 for limits in (one, two, one):
@@ -177,8 +184,8 @@ def test_unreachable_redis_refuses_run_creation_as_store_unavailable() -> None:
     settings = _settings("x", f"redis://127.0.0.1:{free_port()}/0")
 
     async def scenario() -> StoreUnavailable:
-        async with open_rate_storage(settings) as storage:
-            limits = KeyLimits(rate=settings.run_rate, storage=storage)
+        async with open_limit_stores(settings) as stores:
+            limits = KeyLimits(rate=settings.run_rate, storage=stores.rate)
             with pytest.raises(StoreUnavailable) as caught:
                 await _admit(limits, "a")
             return caught.value

@@ -166,7 +166,7 @@ async def stream_new_run(
     cursor = _cursor(last_event_id) if key is not None else 0
     entry, request, chosen = _prepare(graph, body, registry, settings, tenant, key)
     try:
-        slot = limits.open_stream(tenant)
+        slot = await limits.open_stream(tenant)
     except LimitExceeded as exc:
         exc.quota = await limits.quota(tenant)  # a run-creation response: its headers too
         raise
@@ -226,7 +226,7 @@ async def start_background_run(
     name="stream_run",
     response_model=None,
     response_class=EventStream,
-    responses={**SSE_OK, **errors(401, 404, 422, 429)},
+    responses={**SSE_OK, **errors(401, 404, 422, 429, 503)},
 )
 async def stream_run(
     run_id: str,
@@ -252,7 +252,7 @@ async def stream_run(
     reader = run.reader
     if reader.closed and cursor >= reader.last_id:
         return Response(status_code=204)
-    slot = limits.open_stream(tenant)
+    slot = await limits.open_stream(tenant)
     return _response(fanout, run, cursor, chosen, settings, max_rate, on_done=slot)
 
 
