@@ -41,6 +41,16 @@ POSTGRES_ERRORS = (
 )
 
 
+def store_busy(exc: BaseException) -> bool:
+    """The store answers but had no connection free in time (its pool's wait ran out): this
+    request fails, the store is not down."""
+    return any(
+        type(err).__module__.startswith("psycopg_pool")
+        and type(err).__name__ in ("PoolTimeout", "TooManyRequests")
+        for err in _chain(exc)
+    )
+
+
 def store_error(exc: BaseException) -> str | None:
     """What is wrong with the store, if `exc` (or what caused it) says it cannot be written: any
     SQLite error (disk full, I/O error, read-only, locked past its busy timeout), a PostgreSQL

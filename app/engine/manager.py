@@ -73,6 +73,7 @@ from app.engine.admission import Admit, Release
 from app.engine.config import EngineConfig
 from app.engine.errors import (
     Conflict,
+    EngineError,
     InvalidInput,
     NotFound,
     NotOpen,
@@ -82,7 +83,7 @@ from app.engine.errors import (
     Unsupported,
 )
 from app.engine.executor import execute
-from app.engine.failures import store_error
+from app.engine.failures import store_busy, store_error
 from app.engine.fence import fence_run
 from app.engine.idempotency import KEY_TTL_S, IdempotencyKey, KeyBinding
 from app.engine.ids import ID_RANGE
@@ -340,6 +341,21 @@ class RunManager:
     async def start(
         self, graph: GraphEntry, request: RunRequest, admit: Admit | None = None
     ) -> Run:
+        """Start a run. A store that fails a lookup or a write on the way is `StoreUnavailable`
+        (503, retry) for this request, never an internal error."""
+        try:
+            return await self._start(graph, request, admit)
+        except EngineError:
+            raise
+        except Exception as exc:
+            problem = store_error(exc)
+            if problem is None:
+                raise
+            raise StoreUnavailable(f"no new run: {problem}") from exc
+
+    async def _start(
+        self, graph: GraphEntry, request: RunRequest, admit: Admit | None = None
+    ) -> Run:
         self._check_capacity()
         tenant = request.tenant
         thread_id = check_thread_id(request.thread_id or str(uuid.uuid4()))
@@ -426,7 +442,8 @@ class RunManager:
             problem = store_error(exc)
             if problem is None:
                 raise
-            self._persister.failed(problem)
+            if not store_busy(exc):  # a pool out of connections is busy, not down
+                self._persister.failed(problem)
             raise StoreUnavailable(problem) from exc
         timeout = request.timeout_s or self._config.run_timeout_s
         context = self._context if graph.takes_model_context else None
@@ -512,7 +529,9 @@ class RunManager:
         self._remember(run)
         self._persister.finished(run)
         if ending.error is not None and ending.reason == "store_unavailable":
-            self._persister.failed(ending.error["message"])  # a checkpoint write failed
+            failed = None if task is None or task.cancelled() else task.exception()
+            if failed is None or not store_busy(failed):  # a busy pool fails this run only
+                self._persister.failed(ending.error["message"])  # a checkpoint write failed
         asked = run.cancel_asked_at
         latency = None if asked is None else time.monotonic() - asked
         self._observer.run_ended(record, run.guard.tokens, latency)

@@ -125,3 +125,43 @@ def test_a_postgresql_url_that_does_not_answer_stops_startup_naming_it(tmp_path:
     logs = refused_start(tmp_path, {"DATABASE_URL": url})
     assert "DATABASE_URL: no answer from postgresql://127.0.0.1:" in logs
     assert "hunter2" not in logs
+
+
+def test_a_pool_out_of_connections_refuses_a_start_with_503_and_fails_no_live_run(
+    database: str, fake: FakeOpenAI, tmp_path: Path
+) -> None:
+    """Starts that find no free connection in time get `503 store_unavailable` (retry), never
+    a 500; the store is busy, not down, so the live runs go on."""
+    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
+    env = _fake_upstream(fake, DATABASE_URL=database, DATABASE_POOL_SIZE="2")
+    server = LiveServer(tmp_path, env).start()
+    try:
+        with httpx.Client(base_url=server.url, timeout=60) as client:
+            live = client.post(
+                "/graphs/chat/runs",
+                json={"input": {"query": "[[tokens=600]] [[delay=0.01]] keep going"}},
+            ).json()
+            with postgres.connect(database) as holder:
+                holder.autocommit = False
+                holder.execute("LOCK TABLE svc_thread_claims IN ACCESS EXCLUSIVE MODE")
+
+                def start(i: int) -> httpx.Response:
+                    return client.post("/graphs/chat/runs", json={"input": {"query": f"b{i}"}})
+
+                with ThreadPoolExecutor(4) as pool:
+                    futures = [pool.submit(start, i) for i in range(4)]
+                    # two starts hold both connections, waiting on the lock; the others find
+                    # none free and are answered
+                    first, _ = wait(futures, timeout=50, return_when=FIRST_COMPLETED)
+                    assert first, "no start was answered while the pool was full"
+                    holder.rollback()  # the lock goes; the waiting starts go on
+                    answers = [f.result() for f in futures]
+            statuses = sorted(a.status_code for a in answers)
+            assert 503 in statuses and 500 not in statuses, [a.text for a in answers]
+            refused = next(a for a in answers if a.status_code == 503)
+            assert refused.json()["error"]["code"] == "store_unavailable"
+            record = wait_status(client, live["run_id"], "completed", timeout=60)
+            assert record["status"] == "completed"
+    finally:
+        server.stop()
