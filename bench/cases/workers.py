@@ -98,12 +98,14 @@ def _paced(
 
 
 def _sustained(got: dict[str, float], paced_s: float) -> bool:
+    """scale's criteria; the p99 stream's slack is scale's 5 s, also for the short form's
+    shorter streams (where 1.25x would leave ~1 s for starting hundreds of runs)."""
     n = got["streams"]
     return (
         got["completed"] >= n
         and got["gap_p99_ms"] <= GAP_P99_MS
         and got["peak_live"] >= n
-        and got["duration_p99_s"] <= paced_s * SLOWEST_RATIO
+        and got["duration_p99_s"] <= paced_s + PACED_S * (SLOWEST_RATIO - 1)
     )
 
 
@@ -252,7 +254,7 @@ def run(ctx: Context) -> list[Figure]:
             baseline_name="one worker",
             target=Target(">=", STREAMS_RATIO),
             note=f"{out['tokens']} tokens at 10/s; all live at once, p99 gap <= "
-            f"{GAP_P99_MS:.0f} ms, p99 stream <= {SLOWEST_RATIO}x its paced {paced_s:.0f} s; "
+            f"{GAP_P99_MS:.0f} ms, p99 stream <= its paced {paced_s:.0f} s + 5 s; "
             f"one tried {[int(s['streams']) for s in steps_one]}, two tried "
             f"{[int(s['streams']) for s in steps_two]}",
             extra={"steps_one": steps_one, "steps_two": steps_two, "paced_s": PACED_S},
