@@ -13,6 +13,7 @@ from bench.cases import (
     scale,
     slow_clients,
     throughput,
+    workers,
 )
 from bench.cases._common import Context
 from bench.report import Figure
@@ -26,4 +27,5 @@ CASES: dict[str, Callable[[Context], list[Figure]]] = {
     "slow_clients": slow_clients.run,
     "memory": memory.run,
     "limits": limits.run,
+    "workers": workers.run,
 }
