@@ -630,8 +630,8 @@ class RunManager:
         return run.record
 
     async def _cancel_elsewhere(self, record: RunRecord, roll_back: bool) -> RunRecord:
-        """Cancel a run another worker owns: note the request on its record (the owner's
-        fallback, read on its next heartbeat), publish it (the owner acts at once), then wait
+        """Cancel a run another worker owns: publish the request (the owner acts at once), note
+        it on the run's record (the owner's fallback, read on its next heartbeat), then wait
         for its `end` on the shared log and return its final record. A lost owner's run is
         ended by recovery within a few heartbeats: the wait covers that too."""
         action = "rollback" if roll_back else "interrupt"
@@ -639,8 +639,8 @@ class RunManager:
         if self._shared is None:  # one worker: a running record not ours is being recovered
             await self._broker.publish(run_id, action)
             return record
-        await self._store.request_cancel(run_id, action)
-        await self._broker.publish(run_id, action)
+        await self._broker.publish(run_id, action)  # first: the owner acts on it at once
+        await self._store.request_cancel(run_id, action)  # a note on an ended run is ignored
         run = await self.get(run_id, tenant=record.tenant)
         bound = self._config.cancel_confirm_s + (LOST_AFTER + 2) * self._config.heartbeat_s
         try:
