@@ -14,7 +14,7 @@ import pytest
 
 from tests.support.fake_openai import FakeOpenAI
 from tests.support.live import SSE, LiveServer, parse_sse, read_sse, tokens_text
-from tests.support.nginx import Nginx
+from tests.support.nginx import Nginx, readme_site
 
 PROXIED = {
     "X-Forwarded-Proto": "https",
@@ -90,7 +90,7 @@ def test_the_asgi_root_path_prefixes_the_returned_urls(untrusting: LiveServer) -
 
 @pytest.fixture(scope="module")
 def nginx(server: LiveServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Nginx]:
-    proxy = Nginx(tmp_path_factory.mktemp("nginx"), server.port).start()
+    proxy = Nginx(tmp_path_factory.mktemp("nginx"), readme_site(server.port)).start()
     yield proxy
     proxy.stop()
 

@@ -14,49 +14,18 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import _fake_upstream
 from tests.support import postgres
 from tests.support.fake_openai import FakeOpenAI
 from tests.support.live import SSE, LiveServer, parse_sse, read_sse, stream_run, tokens_text
-from tests.support.redis import REDIS_URL, key_prefix
+from tests.support.workers import Workers, several_workers
 
 SLOW = "[[tokens=400]] [[delay=0.01]]"
 
 
-class Workers:
-    def __init__(self, servers: list[LiveServer], database_url: str) -> None:
-        self.servers = servers
-        self.database_url = database_url
-
-    def client(self, i: int) -> httpx.Client:
-        return httpx.Client(base_url=self.servers[i].url, timeout=30)
-
-
-def _env(fake: FakeOpenAI, url: str, prefix: str, **extra: str) -> dict[str, str]:
-    return _fake_upstream(
-        fake,
-        DATABASE_URL=url,
-        REDIS_URL=REDIS_URL,
-        REDIS_KEY_PREFIX=prefix,
-        WORKER_HEARTBEAT_S="0.5",
-        **extra,
-    )
-
-
 @pytest.fixture
 def workers(fake: FakeOpenAI, tmp_path: Path) -> Iterator[Workers]:
-    with postgres.schema() as url, key_prefix() as (_, prefix):
-        servers = [LiveServer(tmp_path, _env(fake, url, prefix)) for _ in range(3)]
-        try:
-            servers[0].start(wait=False).wait_ready(60)  # the first one sets the schema up
-            for server in servers[1:]:
-                server.start(wait=False)
-            for server in servers[1:]:
-                server.wait_ready(60)
-            yield Workers(servers, url)
-        finally:
-            for server in servers:
-                server.stop()
+    with several_workers(fake, tmp_path, 3) as running:
+        yield running
 
 
 def _start(client: httpx.Client, graph: str, body: dict[str, object]) -> dict[str, str]:

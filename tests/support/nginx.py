@@ -1,5 +1,7 @@
-"""A real nginx in front of a live server, with the README's own config ("Behind a reverse
-proxy"), on a free loopback port, as a subprocess of the test.
+"""A real nginx on a free loopback port, as a subprocess of the test, with a committed config:
+the README's ("Behind a reverse proxy", `readme_site`) in front of one live server, or
+deploy/nginx.conf (`deploy_site`, what compose's `scale` profile runs) in front of several
+workers. Only the backend addresses and the listen port are swapped for the test's.
 
 nginx is Debian's package; `make test` installs it when missing. A test that needs it fails
 loudly without it, never skips.
@@ -7,16 +9,21 @@ loudly without it, never skips.
 
 from __future__ import annotations
 
+import re
 import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
 from tests.support.fake_openai import free_port
+from tests.support.live import ROOT
 from tests.support.readme import readme_block
+
+DEPLOY_CONF = ROOT / "deploy" / "nginx.conf"
 
 
 def nginx_binary() -> str:
@@ -26,15 +33,32 @@ def nginx_binary() -> str:
     return found
 
 
-class Nginx:
-    """The README's server block, its backend and listen port swapped for the test's."""
+def readme_site(backend_port: int) -> str:
+    """The README's server block, its backend swapped for `backend_port`."""
+    site = readme_block("Behind a reverse proxy", "nginx")
+    assert "127.0.0.1:8000" in site
+    return site.replace("127.0.0.1:8000", f"127.0.0.1:{backend_port}")
 
-    def __init__(self, tmp: Path, backend_port: int) -> None:
+
+def deploy_site(backend_ports: Sequence[int]) -> str:
+    """deploy/nginx.conf, its upstream's `server NAME:8000;` lines pointed at `backend_ports`
+    in order (as many ports as the file has servers)."""
+    site = DEPLOY_CONF.read_text()
+    servers = re.findall(r"^\s*server ([\w.-]+:8000);", site, re.M)
+    assert len(servers) == len(backend_ports), (servers, backend_ports)
+    for name, port in zip(servers, backend_ports, strict=True):
+        site = site.replace(f"server {name};", f"server 127.0.0.1:{port};")
+    return site
+
+
+class Nginx:
+    """nginx serving `site` (a config for nginx's `http` block that says `listen 80;`) on a
+    free loopback port instead."""
+
+    def __init__(self, tmp: Path, site: str) -> None:
         self.port = free_port()
         self.dir = tmp
-        site = readme_block("Behind a reverse proxy", "nginx")
-        assert "127.0.0.1:8000" in site and "listen 80;" in site
-        site = site.replace("127.0.0.1:8000", f"127.0.0.1:{backend_port}")
+        assert "listen 80;" in site
         site = site.replace("listen 80;", f"listen 127.0.0.1:{self.port};")
         temp = " ".join(
             f"{kind}_temp_path {tmp}/{kind};" for kind in ("client_body", "proxy", "fastcgi")
