@@ -18,7 +18,8 @@ Also here: the retention sweep (`purge`) once at start and then hourly.
 
 Store failures: each pass first asks the store whether it can take writes (`probe`: on SQLite,
 the disk's free space). A probe or write that fails with a store error (disk full, I/O error,
-read-only) is reported to `on_failure` once, and the pass is retried every `EVENT_FLUSH_S`
+read-only) is reported to `on_failure` once (a pool out of connections only once it has
+been so for `BUSY_BOUND_S`), and the pass is retried every `EVENT_FLUSH_S`
 (inserts are idempotent); the first pass whose probe and writes succeed calls `on_recovered`.
 """
 
@@ -31,7 +32,7 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
-from app.engine.failures import store_error
+from app.engine.failures import store_busy, store_error
 from app.engine.idempotency import KEY_TTL_S
 from app.engine.ids import next_ceiling
 from app.engine.ports import RunStore
@@ -43,6 +44,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("app.engine.persist")
 
 PURGE_EVERY_S = 3600.0
+BUSY_BOUND_S = 10.0
+"""A pool with no free connection (a burst of starts) is busy, not down: passes are retried
+for this long before the store counts as unavailable (a server that is down is that too)."""
 
 
 class Persister:
@@ -67,6 +71,7 @@ class Persister:
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
         self._next_purge = 0.0
+        self._busy_since: float | None = None  # the first pass the pool had no connection for
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="persister")
@@ -112,11 +117,17 @@ class Persister:
                 # Try again on the next pass (inserts are idempotent) rather than losing the
                 # loop; a store that cannot be written is reported once.
                 problem = store_error(exc)
+                now = time.monotonic()
                 if problem is None:
                     log.exception("writing runs failed; retrying in %.1fs", self._flush_s)
+                elif store_busy(exc) and now - (self._busy_since or now) < BUSY_BOUND_S:
+                    if self._busy_since is None:
+                        self._busy_since = now
+                        log.warning("store busy (%s); retrying every %.1fs", problem, self._flush_s)
                 else:
                     self.failed(problem)
             else:
+                self._busy_since = None
                 if self.problem is not None:
                     log.warning("store writable again (was: %s)", self.problem)
                     self.problem = None
