@@ -32,8 +32,9 @@ LONG = "[[tokens=700]] [[delay=0.01]]"
 BOUND_S = 8.0
 """How long the service may take to notice an outage, or its end (well within the shared
 log's 10 s retry bound, so a run in flight outlives a short outage)."""
-MAX_CPU = 0.5
-"""Of one core, for a worker while a server it needs is down."""
+MAX_CPU = 0.35
+"""Of one core, for a worker while a server it needs is down (a retry loop without its
+back-off measured above half a core)."""
 
 
 @dataclass
@@ -263,7 +264,9 @@ def test_a_postgres_outage_answers_within_a_bound_and_the_workers_recover(
             body = {"input": {"query": f"[[tokens=3]] {text}"}, "thread_id": "t"}
             again = stream_run(client, "chat", body)
             assert again[-1].data["status"] == "completed", again[-3:]
+        # a run started once both renew their leases again is nobody's `worker_lost`
         other = _started(b, "[[tokens=20]] [[delay=0.01]] across")
-        assert _stream(a, other["run_id"])[-1].data["status"] == "completed"
+        across = _stream(a, other["run_id"])
+        assert across[-1].data["status"] == "completed", across[-3:]
         assert [s.proc.pid for s in (a_server, b_server) if s.proc is not None] == pids
         assert all(s.proc is not None and s.proc.poll() is None for s in (a_server, b_server))
