@@ -44,10 +44,19 @@ class Outage:
     postgres: Cluster
 
 
-@pytest.fixture
-def outage(fake: FakeOpenAI, tmp_path: Path) -> Iterator[Outage]:
+pytestmark = pytest.mark.timeout(
+    300
+)  # two workers start on a fresh cluster: slow on a busy machine
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Outage]:
+    """One cluster, one Redis and two workers for the module's tests (each starts once the
+    previous one's outage is over)."""
+    tmp = tmp_path_factory.mktemp("outage")
+    fake = FakeOpenAI(tokens=20).start()
     cluster = Cluster().start()  # its own temp dir: the postgres user must reach it
-    redis_server = RedisServer(tmp_path).start()
+    redis_server = RedisServer(tmp).start()
     env = _fake_upstream(
         fake,
         DATABASE_URL=cluster.url,
@@ -56,16 +65,24 @@ def outage(fake: FakeOpenAI, tmp_path: Path) -> Iterator[Outage]:
         WORKER_HEARTBEAT_S="0.5",
         EVENT_FLUSH_S="0.1",
     )
-    servers = [LiveServer(tmp_path, env) for _ in range(2)]
+    workers = [LiveServer(tmp, env) for _ in range(2)]
     try:
-        servers[0].start(wait=False).wait_ready(60)  # the first one sets the schema up
-        servers[1].start(wait=False).wait_ready(60)
-        yield Outage(Workers(servers), redis_server, cluster)
+        workers[0].start(wait=False).wait_ready(120)  # the first one sets the schema up
+        workers[1].start(wait=False).wait_ready(120)
+        yield Outage(Workers(workers), redis_server, cluster)
     finally:
-        for server in servers:
+        for server in workers:
             server.stop()
         redis_server.stop()
         cluster.close()
+        fake.stop()
+
+
+@pytest.fixture
+def outage(servers: Outage) -> Outage:
+    a_server, b_server = servers.workers.servers
+    _until(lambda: _ready(a_server) == 200 and _ready(b_server) == 200, "both workers ready")
+    return servers
 
 
 def _until(check: Callable[[], bool], what: str, timeout: float = BOUND_S) -> float:
