@@ -49,7 +49,9 @@ Design record
   their own, then are cancelled with reason `shutdown`; each one's `end` reaches its streams.
 - A store that cannot be written (the persister's probe or a write failed, or a run's
   checkpoint write did): new runs are refused (`StoreUnavailable`) and every live run ends
-  `failed` with `store_unavailable`, until a persister pass succeeds again.
+  `failed` with `store_unavailable`, until a persister pass succeeds again. With several
+  workers a start also asks the shared log (`probe`): Redis down refuses new runs at once,
+  while the runs in flight go on for the shared log's retry bound.
 """
 
 from __future__ import annotations
@@ -100,6 +102,7 @@ from app.engine.ports import (
     RunObserver,
     RunStore,
     SharedLog,
+    SharedLogUnavailable,
 )
 from app.engine.record import RunRecord
 from app.engine.registry import GraphEntry, GraphRegistry
@@ -357,6 +360,7 @@ class RunManager:
         self, graph: GraphEntry, request: RunRequest, admit: Admit | None = None
     ) -> Run:
         self._check_capacity()
+        await self._check_shared_log()
         tenant = request.tenant
         thread_id = check_thread_id(request.thread_id or str(uuid.uuid4()))
         thread_key = checkpoint_thread(tenant, thread_id)
@@ -478,6 +482,16 @@ class RunManager:
             raise TooManyRuns(
                 f"{self._config.max_concurrent_runs} runs are already in progress; retry shortly"
             )
+
+    async def _check_shared_log(self) -> None:
+        """Several workers: a run starts only if the shared log answers now (its events would
+        reach no reader on another worker; the publisher alone notices only once it writes)."""
+        if self._shared is None:
+            return
+        try:
+            await self._shared.probe()
+        except SharedLogUnavailable as exc:
+            raise StoreUnavailable(f"no new runs: {exc}") from exc
 
     async def _claim_thread(self, thread_id: str, thread_key: str, run_id: str) -> None:
         """Hold the thread in the store, so it is busy on every worker. A claim still held by
