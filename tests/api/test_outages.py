@@ -21,12 +21,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.api.test_workers import Workers
 from tests.conftest import _fake_upstream
 from tests.support.fake_openai import FakeOpenAI
 from tests.support.live import SSE, LiveServer, parse_sse, read_sse, stream_run, tokens_text
 from tests.support.postgres import Cluster
 from tests.support.redis_server import RedisServer
+from tests.support.workers import Workers
 
 LONG = "[[tokens=700]] [[delay=0.01]]"
 BOUND_S = 8.0
@@ -69,7 +69,7 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Outage]:
     try:
         workers[0].start(wait=False).wait_ready(120)  # the first one sets the schema up
         workers[1].start(wait=False).wait_ready(120)
-        yield Outage(Workers(workers), redis_server, cluster)
+        yield Outage(Workers(workers, cluster.url), redis_server, cluster)
     finally:
         for server in workers:
             server.stop()
