@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import cast
 
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from app.engine.codec import LogEvent
@@ -141,6 +142,12 @@ class RedisSharedLog:
             raise SharedLogUnavailable(problem)
         try:
             await self._client.ping()
+        except RedisConnectionError:
+            # A pooled connection Redis closed (it restarted) fails once; a fresh one answers.
+            try:
+                await self._client.ping()
+            except RedisError as exc:
+                raise _unavailable(exc) from exc
         except RedisError as exc:
             raise _unavailable(exc) from exc
 

@@ -267,6 +267,13 @@ def test_a_postgres_outage_answers_within_a_bound_and_the_workers_recover(
         for server in (a_server, b_server):  # a retry is logged per beat or pass, not in a loop
             assert server.logs().count("heartbeat failed") < 20
 
+        # A pool with no connection counts as the store being down after BUSY_BOUND_S (10 s),
+        # then the owner ends its live runs (it answers from memory meanwhile).
+        _until(
+            lambda: a.get(f"/runs/{run['run_id']}").json()["status"] == "failed",
+            "the run in flight ends while PostgreSQL is down",
+            timeout=30,
+        )
         outage.postgres.start()
         _until(lambda: _ready(a_server) == 200 and _ready(b_server) == 200, "readyz 200 again")
         events = whole_b.result()

@@ -131,7 +131,8 @@ def test_a_pool_out_of_connections_refuses_a_start_with_503_and_fails_no_live_ru
     database: str, fake: FakeOpenAI, tmp_path: Path
 ) -> None:
     """Starts that find no free connection in time get `503 store_unavailable` (retry), never
-    a 500; the store is busy, not down, so the live runs go on."""
+    a 500; the store is busy, not down, so the live runs go on (this one writes no checkpoint
+    while the pool is full: one that did would fail alone)."""
     from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
     env = _fake_upstream(fake, DATABASE_URL=database, DATABASE_POOL_SIZE="2")
@@ -140,7 +141,7 @@ def test_a_pool_out_of_connections_refuses_a_start_with_503_and_fails_no_live_ru
         with httpx.Client(base_url=server.url, timeout=60) as client:
             live = client.post(
                 "/graphs/chat/runs",
-                json={"input": {"query": "[[tokens=600]] [[delay=0.01]] keep going"}},
+                json={"input": {"query": "[[tokens=1500]] [[delay=0.01]] keep going"}},
             ).json()
             with postgres.connect(database) as holder:
                 holder.autocommit = False
