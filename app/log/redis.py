@@ -143,7 +143,8 @@ class RedisSharedLog:
         try:
             await self._client.ping()
         except RedisConnectionError:
-            # A pooled connection Redis closed (it restarted) fails once; a fresh one answers.
+            # Pooled connections Redis closed (it restarted) fail; fresh ones answer.
+            await self._client.connection_pool.disconnect()
             try:
                 await self._client.ping()
             except RedisError as exc:
