@@ -38,7 +38,7 @@ def _which(workers: Workers, says: Says, among: list[int] | None = None) -> int:
     """The one worker (of `among`) whose log says it, waited for: uvicorn logs a request's
     access line as its response starts."""
     among = list(range(len(workers.servers))) if among is None else among
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 60  # a loaded machine writes access lines late
     while time.monotonic() < deadline:
         found = [i for i in among if says(workers.servers[i].logs())]
         if found:
