@@ -23,10 +23,11 @@ import pytest
 
 from tests.conftest import _fake_upstream
 from tests.support.fake_openai import FakeOpenAI
-from tests.support.live import SSE, LiveServer, parse_sse, read_sse, stream_run, tokens_text
+from tests.support.live import SSE, LiveServer, parse_sse, stream_run, tokens_text
 from tests.support.postgres import Cluster
 from tests.support.redis_server import RedisServer
 from tests.support.workers import Workers
+from tests.support.workers import stream_of as _stream
 
 LONG = "[[tokens=700]] [[delay=0.01]]"
 BOUND_S = 8.0
@@ -110,13 +111,6 @@ def _started(client: httpx.Client, query: str, thread_id: str | None = None) -> 
     response = _start(client, query, thread_id)
     assert response.status_code == 202, response.text
     return dict(response.json())
-
-
-def _stream(client: httpx.Client, run_id: str, last: int | None = None) -> list[SSE]:
-    headers = {"Last-Event-ID": str(last)} if last is not None else {}
-    with client.stream("GET", f"/runs/{run_id}/stream", headers=headers) as response:
-        assert response.status_code == 200, response.read()
-        return read_sse(response)
 
 
 def _first_tokens(client: httpx.Client, run_id: str, n: int) -> list[SSE]:

@@ -16,8 +16,9 @@ import pytest
 
 from tests.support import postgres
 from tests.support.fake_openai import FakeOpenAI
-from tests.support.live import SSE, LiveServer, parse_sse, read_sse, stream_run, tokens_text
+from tests.support.live import SSE, LiveServer, parse_sse, stream_run, tokens_text
 from tests.support.workers import Workers, several_workers
+from tests.support.workers import stream_of as _stream
 
 SLOW = "[[tokens=400]] [[delay=0.01]]"
 
@@ -32,13 +33,6 @@ def _start(client: httpx.Client, graph: str, body: dict[str, object]) -> dict[st
     response = client.post(f"/graphs/{graph}/runs", json=body)
     assert response.status_code == 202, response.text
     return dict(response.json())
-
-
-def _stream(client: httpx.Client, run_id: str, last: int | None = None) -> list[SSE]:
-    headers = {"Last-Event-ID": str(last)} if last is not None else {}
-    with client.stream("GET", f"/runs/{run_id}/stream", headers=headers) as response:
-        assert response.status_code == 200, response.read()
-        return read_sse(response)
 
 
 def test_a_run_created_on_one_worker_streams_and_replays_on_the_others(

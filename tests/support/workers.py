@@ -17,7 +17,7 @@ import httpx
 from tests.conftest import _fake_upstream
 from tests.support import postgres
 from tests.support.fake_openai import FakeOpenAI
-from tests.support.live import LiveServer
+from tests.support.live import SSE, LiveServer, read_sse
 from tests.support.redis import REDIS_URL, key_prefix
 
 
@@ -51,3 +51,11 @@ def several_workers(fake: FakeOpenAI, tmp: Path, n: int, **extra: str) -> Iterat
         finally:
             for server in servers:
                 server.stop()
+
+
+def stream_of(client: httpx.Client, run_id: str, last: int | None = None) -> list[SSE]:
+    """`GET /runs/{id}/stream` read to its end, from `last` (`Last-Event-ID`) if given."""
+    headers = {"Last-Event-ID": str(last)} if last is not None else {}
+    with client.stream("GET", f"/runs/{run_id}/stream", headers=headers) as response:
+        assert response.status_code == 200, response.read()
+        return read_sse(response)
