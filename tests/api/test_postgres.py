@@ -127,12 +127,20 @@ def test_a_postgresql_url_that_does_not_answer_stops_startup_naming_it(tmp_path:
     assert "hunter2" not in logs
 
 
+@pytest.mark.parametrize(
+    "table",
+    [
+        "svc_thread_claims",  # the starts wait on their thread claim: no run exists yet
+        "svc_id_ceilings",  # they wait after their record is written: the run is torn down
+    ],
+)
 def test_a_pool_out_of_connections_refuses_a_start_with_503_and_fails_no_live_run(
-    database: str, fake: FakeOpenAI, tmp_path: Path
+    database: str, fake: FakeOpenAI, tmp_path: Path, table: str
 ) -> None:
     """Starts that find no free connection in time get `503 store_unavailable` (retry), never
-    a 500; the store is busy, not down, so the live runs go on (this one writes no checkpoint
-    while the pool is full: one that did would fail alone)."""
+    a 500; the store is busy, not down, so a live run that did not meet the full pool goes on.
+    (A run whose own write meets it fails alone, so this one is still streaming tokens, with no
+    checkpoint to write, until the pool is free again and it is cancelled.)"""
     from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
     env = _fake_upstream(fake, DATABASE_URL=database, DATABASE_POOL_SIZE="2")
@@ -141,11 +149,11 @@ def test_a_pool_out_of_connections_refuses_a_start_with_503_and_fails_no_live_ru
         with httpx.Client(base_url=server.url, timeout=60) as client:
             live = client.post(
                 "/graphs/chat/runs",
-                json={"input": {"query": "[[tokens=1500]] [[delay=0.01]] keep going"}},
+                json={"input": {"query": "[[tokens=100000]] [[delay=0.01]] keep going"}},
             ).json()
             with postgres.connect(database) as holder:
                 holder.autocommit = False
-                holder.execute("LOCK TABLE svc_thread_claims IN ACCESS EXCLUSIVE MODE")
+                holder.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
 
                 def start(i: int) -> httpx.Response:
                     return client.post("/graphs/chat/runs", json={"input": {"query": f"b{i}"}})
@@ -162,7 +170,12 @@ def test_a_pool_out_of_connections_refuses_a_start_with_503_and_fails_no_live_ru
             assert 503 in statuses and 500 not in statuses, [a.text for a in answers]
             refused = next(a for a in answers if a.status_code == 503)
             assert refused.json()["error"]["code"] == "store_unavailable"
-            record = wait_status(client, live["run_id"], "completed", timeout=60)
-            assert record["status"] == "completed"
+            for answer in answers:  # the starts that got through finish on the freed pool
+                if answer.status_code == 202:
+                    wait_status(client, answer.json()["run_id"], "completed", timeout=60)
+            assert client.get(f"/runs/{live['run_id']}").json()["status"] == "running"
+            cancelled = client.post(f"/runs/{live['run_id']}/cancel")
+            assert cancelled.status_code == 202, cancelled.text
+            assert cancelled.json()["status"] == "cancelled"
     finally:
         server.stop()
