@@ -25,9 +25,12 @@ run: install
 # Debian packages some tests drive for real: nginx (tests/api/test_forwarded.py), Chromium
 # (tests/api/test_browser.py), buildah and debootstrap (tests/image/test_image.py), Redis
 # (the rate limits' Redis storage, tests/api/test_limits.py), PostgreSQL (the PostgreSQL store,
-# tests/store/test_postgres*.py). Installed only when missing (`package:command` when the command
-# is not named after the package); the tests fail loudly without them.
-TEST_SYSTEM_PACKAGES := nginx chromium buildah debootstrap redis-server postgresql:pg_ctlcluster
+# tests/store/test_postgres*.py), Node.js and npm (the JS SDK, tests/api/test_langgraph_js.py;
+# tests/js/package.json wants Node >= 20.19, newer than bookworm's own nodejs 18). Installed only
+# when missing (`package:command` when the command is not named after the package); the tests
+# fail loudly without them.
+TEST_SYSTEM_PACKAGES := nginx chromium buildah debootstrap redis-server postgresql:pg_ctlcluster \
+  nodejs:node npm
 REDIS_PORT ?= 6379
 SUDO := $(shell [ "$$(id -u)" = 0 ] || command -v sudo)
 

@@ -1,0 +1,140 @@
+"""The official JS SDK (`@langchain/langgraph-sdk` from the npm registry, pinned by
+tests/js/package-lock.json) against our LangGraph Agent Server API, run by the machine's Node.js.
+
+tests/js/flows.mjs does with the SDK's `Client` what the React `useStream` hook does
+(tests/js/README.md): a thread run streamed with useStream's body, a resumable run joined, cut
+off and rejoined by `Last-Event-ID`, and a long run cancelled mid-stream. It prints what it saw
+and every request the SDK made; the checks are here."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.fake_openai import FakeOpenAI, token_text
+from tests.support.live import LiveServer
+
+JS = Path(__file__).resolve().parents[1] / "js"
+ANSWER = "".join(token_text(i) for i in range(20))
+# The body useStream sends for a component reading `thread.messages`, submitted with
+# `{streamResumable: true, onDisconnect: "cancel"}` (the SDK drops undefined keys).
+USE_STREAM_BODY = {
+    "stream_mode": ["messages-tuple", "values"],
+    "stream_resumable": True,
+    "assistant_id": "chat",
+    "on_disconnect": "cancel",
+}
+
+
+def _tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        pytest.fail(
+            f"{name} is not installed: `make test` installs it (apt-get install nodejs npm)"
+        )
+    return path
+
+
+@pytest.fixture(scope="session")
+def node_modules() -> Path:
+    """tests/js/node_modules as the lock file pins it: `npm ci`, once per session."""
+    npm = _tool("npm")
+    version = subprocess.run(
+        [_tool("node"), "--version"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    major, minor = (int(part) for part in version.lstrip("v").split(".")[:2])
+    assert (major, minor) >= (20, 19), f"node {version}: tests/js/package.json wants >= 20.19"
+    done = subprocess.run(
+        [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
+        cwd=JS,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, f"npm ci failed:\n{done.stdout}\n{done.stderr}"
+    return JS / "node_modules"
+
+
+def _run_flows(url: str, node_modules: Path) -> dict[str, Any]:
+    assert (node_modules / "@langchain" / "langgraph-sdk").is_dir()
+    done = subprocess.run(
+        [_tool("node"), "flows.mjs", url],
+        cwd=JS,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert done.returncode == 0, f"flows.mjs failed:\n{done.stderr[-6000:]}"
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
+
+
+def _requests(trace: list[dict[str, Any]], method: str, fragment: str) -> list[dict[str, Any]]:
+    return [r for r in trace if r["method"] == method and fragment in r["path"]]
+
+
+def test_js_sdk_stream_join_cancel(
+    server: LiveServer, fake: FakeOpenAI, node_modules: Path
+) -> None:
+    before = fake.snapshot()
+    check_flows(_run_flows(server.url, node_modules))
+    # The cancelled run's upstream request was closed.
+    fake.wait_for(lambda stats: stats.abandoned > before.abandoned)
+
+
+def check_flows(result: dict[str, Any]) -> None:
+    """What the SDK relies on, in flows.mjs's result (also met by the reference server)."""
+    trace: list[dict[str, Any]] = result["trace"]
+
+    # assistants.search, threads.create, runs.stream with useStream's body.
+    stream = result["stream"]
+    assert "chat" in [a["graph_id"] for a in stream["assistants"]]
+    assert stream["thread"]["status"] == "idle"
+    thread_id = stream["thread"]["thread_id"]
+    run_id = stream["created"]["run_id"]  # from Content-Location, before the first byte
+    assert stream["created"]["thread_id"] == thread_id
+    assert stream["events"][:2] == ["metadata", f"run_id={run_id}"]
+    assert stream["events"][-1] == "values"
+    assert stream["message_shape_ok"], stream
+    assert stream["tokens"] == 20 and len(stream["message_ids"]) == 1
+    assert stream["text"] == ANSWER == stream["values"]["answer"]
+    assert stream["run_status"] == "success"
+    assert stream["state_values"]["answer"] == ANSWER and stream["state_next"] == []
+    [post] = _requests(trace, "POST", f"/threads/{thread_id}/runs/stream")
+    assert post["body"] == {"input": {"query": "[[tokens=20]] hi"}, **USE_STREAM_BODY}
+    assert post["status"] == 200
+    assert post["response_content_type"].startswith("text/event-stream")
+    assert post["content_location"] == f"/threads/{thread_id}/runs/{run_id}"
+    assert post["location"] == f"/threads/{thread_id}/runs/{run_id}/stream"
+    # The stream closed with the run final: the SDK's status check did not reconnect.
+    assert _requests(trace, "GET", f"/threads/{thread_id}/runs/{run_id}/stream") == []
+
+    # A resumable run joined, cut off after 3 tokens, rejoined from the last event id.
+    join = result["join"]
+    assert join["run_status_created"] == "pending"
+    assert join["first_tokens"] == 3 and join["last_event_id"] is not None
+    assert join["repeated_ids"] == [] and join["second_without_id"] == 0
+    assert "metadata" not in [event for event, _ in join["second_events"]]
+    assert join["text"] == ANSWER == join["final"]["answer"]
+    assert join["run_status"] == "success"
+    joins = _requests(trace, "GET", f"/runs/{join['run_id']}/stream")
+    assert [r["last_event_id"] for r in joins] == [None, join["last_event_id"]]
+    assert all(r["path"].endswith("/stream?cancel_on_disconnect=0") for r in joins)
+
+    # A long run cancelled mid-stream: the stream ends by itself, the upstream call is closed.
+    cancel = result["cancel"]
+    assert cancel["cancel_result"] is None  # 202 with an empty body
+    assert 5 <= cancel["tokens"] < 100
+    assert cancel["ended_after_cancel_s"] < 10
+    assert cancel["run_status"] == "interrupted"
+    assert "answer" not in (cancel["state_values"] or {})
+    cancel_id = cancel["run_id"]
+    [cancelled] = _requests(trace, "POST", f"/runs/{cancel_id}/cancel")
+    assert cancelled["path"].endswith("/cancel?wait=0&action=interrupt")
+    assert cancelled["status"] == 202 and cancelled["body"] is None
+    assert _requests(trace, "GET", f"/runs/{cancel_id}/stream") == []
