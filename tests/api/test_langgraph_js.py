@@ -60,16 +60,17 @@ def node_modules() -> Path:
     return JS / "node_modules"
 
 
-def _run_flows(url: str, node_modules: Path) -> dict[str, Any]:
+def _run_node(script: str, url: str, node_modules: Path) -> dict[str, Any]:
+    """Run tests/js/`script` against `url`; the JSON object it prints."""
     assert (node_modules / "@langchain" / "langgraph-sdk").is_dir()
     done = subprocess.run(
-        [_tool("node"), "flows.mjs", url],
+        [_tool("node"), script, url],
         cwd=JS,
         capture_output=True,
         text=True,
         timeout=240,
     )
-    assert done.returncode == 0, f"flows.mjs failed:\n{done.stderr[-6000:]}"
+    assert done.returncode == 0, f"{script} failed:\n{done.stderr[-6000:]}"
     result: dict[str, Any] = json.loads(done.stdout)
     return result
 
@@ -82,7 +83,7 @@ def test_js_sdk_stream_join_cancel(
     server: LiveServer, fake: FakeOpenAI, node_modules: Path
 ) -> None:
     before = fake.snapshot()
-    check_flows(_run_flows(server.url, node_modules))
+    check_flows(_run_node("flows.mjs", server.url, node_modules))
     # The cancelled run's upstream request was closed.
     fake.wait_for(lambda stats: stats.abandoned > before.abandoned)
 
@@ -138,3 +139,35 @@ def check_flows(result: dict[str, Any]) -> None:
     assert cancelled["path"].endswith("/cancel?wait=0&action=interrupt")
     assert cancelled["status"] == 202 and cancelled["body"] is None
     assert _requests(trace, "GET", f"/runs/{cancel_id}/stream") == []
+
+
+def test_use_stream_hook_headless(server: LiveServer, fake: FakeOpenAI, node_modules: Path) -> None:
+    """The React hook itself (React 19 into jsdom, in Node): a run streamed into `messages`,
+    then a long run stopped by `stop()`, which the server cancels (on_disconnect "cancel")."""
+    before = fake.snapshot()
+    check_use_stream(_run_node("usestream.mjs", server.url, node_modules))
+    fake.wait_for(lambda stats: stats.abandoned > before.abandoned)
+
+
+def check_use_stream(result: dict[str, Any]) -> None:
+    """What the hook showed and sent, in usestream.mjs's result."""
+    assert result["errors"] == [] and len(result["created"]) == 2
+    posts = [r for r in result["trace"] if r["method"] == "POST" and r["path"].endswith("/stream")]
+    assert [r["body"] for r in posts] == [
+        {"input": {"query": query}, **USE_STREAM_BODY, "stream_resumable": False}
+        for query in ("[[tokens=20]] [[delay=0.01]] hi", "[[tokens=400]] [[delay=0.02]] long")
+    ]
+    for post, created in zip(posts, result["created"], strict=True):
+        assert post["path"] == f"/threads/{created['thread_id']}/runs/stream"
+
+    short = result["short"]
+    assert short["distinct_texts"] >= 20  # the message grew token by token, render by render
+    assert short["longest_text"] == ANSWER
+    assert short["last"]["isLoading"] is False and short["last"]["error"] is None
+    assert short["last"]["values"]["answer"] == ANSWER
+
+    stopped = result["stopped"]
+    assert 5 <= len(stopped["longest_text"].split()) < 100
+    assert stopped["last"]["isLoading"] is False and stopped["last"]["error"] is None
+    assert stopped["run_status"] == "interrupted"
+    assert "answer" not in (stopped["state_values"] or {})
