@@ -124,7 +124,10 @@ def check_flows(result: dict[str, Any]) -> None:
     assert join["text"] == ANSWER == join["final"]["answer"]
     assert join["run_status"] == "success"
     joins = _requests(trace, "GET", f"/runs/{join['run_id']}/stream")
-    assert [r["last_event_id"] for r in joins] == [None, join["last_event_id"]]
+    assert [r["last_event_id"] for r in joins] == [None, join["last_event_id"], "-1"]
+    # Last-Event-ID "-1" (useStream's joinStream with no id) replays the finished run whole.
+    assert join["replay_events"] == ["metadata", "messages", "values"]
+    assert join["replay_text"] == ANSWER
     assert all(r["path"].endswith("/stream?cancel_on_disconnect=0") for r in joins)
 
     # A long run cancelled mid-stream: the stream ends by itself, the upstream call is closed.

@@ -150,6 +150,14 @@ async function joinFlow() {
   }
   // The second join ends with the run; runs.join (GET .../join) is not in the subset served.
   const final = (await client.threads.getState(thread.thread_id)).values;
+  // useStream's joinStream (and reconnectOnMount) sends Last-Event-ID "-1" when it has no id:
+  // the whole stored stream, also after the run has finished.
+  const replay = [];
+  for await (const part of client.runs.joinStream(thread.thread_id, run.run_id, {
+    lastEventId: "-1",
+  })) {
+    replay.push(part);
+  }
   const texts = (parts) =>
     parts
       .filter((p) => p.event === "messages")
@@ -166,6 +174,8 @@ async function joinFlow() {
     repeated_ids: second.filter((p) => p.id != null && firstIds.has(p.id)).map((p) => p.id),
     second_without_id: second.filter((p) => p.id == null).length,
     text: texts(first) + texts(second),
+    replay_events: [...new Set(replay.map((p) => p.event))],
+    replay_text: texts(replay),
     final,
     run_status: (await client.runs.get(thread.thread_id, run.run_id)).status,
   };
