@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
-from app.protocols.native.deps import RegistryDep
+from app.protocols.deps import RegistryDep
 from app.protocols.native.openapi import errors
 
 router = APIRouter()

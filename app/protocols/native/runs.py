@@ -23,7 +23,7 @@ from app.engine.idempotency import IdempotencyKey, check_key, fingerprint
 from app.engine.manager import RunManager
 from app.engine.registry import GraphEntry, GraphRegistry
 from app.engine.run import Run, RunRequest
-from app.protocols.native.deps import (
+from app.protocols.deps import (
     FanOutDep,
     LimitsDep,
     ManagerDep,
