@@ -66,6 +66,7 @@ class Threads:
         raise Conflict(f"thread {thread_id!r} exists already", code="thread_exists")
 
     async def find(self, tenant: str, thread_id: str) -> ThreadRecord | None:
+        check_thread_id(thread_id)
         record = await self._store.get_thread(tenant, thread_id)
         if record is not None:
             return record
@@ -86,13 +87,16 @@ class Threads:
         return await self.create(tenant, thread_id, {}, if_exists="do_nothing")
 
     async def touch(self, tenant: str, thread_id: str, metadata: Mapping[str, Any] | None) -> None:
+        check_thread_id(thread_id)
         await self._store.touch_thread(tenant, thread_id, _now(), metadata)
 
     async def last_run(self, tenant: str, thread_id: str) -> RunRecord | None:
+        check_thread_id(thread_id)
         runs = await self._store.thread_runs(tenant, thread_id, 1, 0)
         return runs[0] if runs else None
 
     async def runs(self, tenant: str, thread_id: str, limit: int, offset: int) -> list[RunRecord]:
+        check_thread_id(thread_id)
         return await self._store.thread_runs(tenant, thread_id, limit, offset)
 
     async def busy(self, tenant: str, thread_id: str) -> str | None:

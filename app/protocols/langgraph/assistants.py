@@ -10,6 +10,7 @@ from fastapi import APIRouter, Query
 
 from app.engine.registry import GraphEntry
 from app.protocols.deps import RegistryDep
+from app.protocols.doc import errors
 from app.protocols.langgraph import shapes
 from app.protocols.langgraph.runs import assistant
 from app.protocols.langgraph.schemas import AssistantSearch
@@ -17,7 +18,7 @@ from app.protocols.langgraph.schemas import AssistantSearch
 router = APIRouter()
 
 
-@router.post("/assistants/search")
+@router.post("/assistants/search", responses=errors(400, 413, 422))
 async def search_assistants(body: AssistantSearch, registry: RegistryDep) -> list[dict[str, Any]]:
     found = [
         shapes.assistant(entry)
@@ -29,12 +30,12 @@ async def search_assistants(body: AssistantSearch, registry: RegistryDep) -> lis
     return found[body.offset : body.offset + body.limit]
 
 
-@router.post("/assistants/count")
+@router.post("/assistants/count", responses=errors(400, 413, 422))
 async def count_assistants(body: AssistantSearch, registry: RegistryDep) -> int:
     return sum(1 for e in registry.values() if body.graph_id in (None, e.name))
 
 
-@router.get("/assistants/{assistant_id}")
+@router.get("/assistants/{assistant_id}", responses=errors(422))
 async def get_assistant(assistant_id: str, registry: RegistryDep) -> dict[str, Any]:
     return shapes.assistant(_found(registry, assistant_id))
 
@@ -43,7 +44,7 @@ def _found(registry: RegistryDep, assistant_id: str) -> GraphEntry:
     return assistant(registry, assistant_id)
 
 
-@router.get("/assistants/{assistant_id}/graph")
+@router.get("/assistants/{assistant_id}/graph", responses=errors(422))
 async def get_assistant_graph(
     assistant_id: str,
     registry: RegistryDep,
@@ -66,7 +67,7 @@ def _node_data(node: dict[str, Any]) -> Any:
     return data if isinstance(data, dict | str) else str(data)
 
 
-@router.get("/assistants/{assistant_id}/schemas")
+@router.get("/assistants/{assistant_id}/schemas", responses=errors(422))
 async def get_assistant_schemas(assistant_id: str, registry: RegistryDep) -> dict[str, Any]:
     """The graph's input and output schemas (its state's is not described apart from them);
     no config or context schema: the graphs' runtime context is the server's."""
@@ -81,7 +82,7 @@ async def get_assistant_schemas(assistant_id: str, registry: RegistryDep) -> dic
     }
 
 
-@router.get("/info")
+@router.get("/info", responses=errors())
 async def info() -> dict[str, Any]:
     return {
         "version": "0.1.0",
@@ -90,6 +91,6 @@ async def info() -> dict[str, Any]:
     }
 
 
-@router.get("/ok")
+@router.get("/ok", responses=errors())
 async def ok() -> dict[str, bool]:
     return {"ok": True}

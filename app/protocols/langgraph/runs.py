@@ -40,6 +40,7 @@ from app.protocols.deps import (
     SettingsDep,
     TenantDep,
 )
+from app.protocols.doc import EventStream, errors
 from app.protocols.langgraph import shapes
 from app.protocols.langgraph.encoder import HEADERS, MODES, PING, LangGraphEncoder, selection
 from app.protocols.langgraph.queue import Queued, RunQueue, wait_ended
@@ -50,6 +51,24 @@ from app.streaming.subscriber import FanOut
 
 router = APIRouter()
 MODES_KEPT = 10_000
+SSE_FRAME = {
+    "type": "object",
+    "description": "one part: `event` is the stream mode (`messages` for messages-tuple, "
+    "`updates|outer` from inside subgraph node `outer`), `data` one JSON document, `id` the "
+    "event's position in the run's log",
+    "required": ["event", "data", "id"],
+    "properties": {
+        "event": {"type": "string"},
+        "id": {"type": "string", "pattern": "^[0-9]+$"},
+        "data": {"type": "string", "contentMediaType": "application/json"},
+    },
+}
+SSE_OK: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "the run's parts as Server-Sent Events, in LangGraph's format",
+        "content": {"text/event-stream": {"schema": SSE_FRAME}},
+    }
+}
 
 
 class Runs:
@@ -349,7 +368,12 @@ async def _stream_new(
     return response
 
 
-@router.post("/threads/{thread_id}/runs/stream", response_model=None)
+@router.post(
+    "/threads/{thread_id}/runs/stream",
+    response_model=None,
+    response_class=EventStream,
+    responses={**SSE_OK, **errors(400, 413, 422, 404, 409, 429, 503)},
+)
 async def stream_thread_run(
     thread_id: str,
     body: RunCreate,
@@ -375,7 +399,12 @@ async def stream_thread_run(
     )
 
 
-@router.post("/runs/stream", response_model=None)
+@router.post(
+    "/runs/stream",
+    response_model=None,
+    response_class=EventStream,
+    responses={**SSE_OK, **errors(400, 413, 422, 409, 429, 503)},
+)
 async def stream_stateless_run(
     body: RunCreate,
     request: Request,
@@ -451,7 +480,7 @@ async def _create_background(
     return answer
 
 
-@router.post("/threads/{thread_id}/runs")
+@router.post("/threads/{thread_id}/runs", responses=errors(400, 413, 422, 404, 409, 429, 503))
 async def create_thread_run(
     thread_id: str,
     body: RunCreate,
@@ -468,7 +497,7 @@ async def create_thread_run(
     )
 
 
-@router.post("/runs")
+@router.post("/runs", responses=errors(400, 413, 422, 409, 429, 503))
 async def create_stateless_run(
     body: RunCreate,
     request: Request,
@@ -524,7 +553,7 @@ async def _wait(
     return values
 
 
-@router.post("/threads/{thread_id}/runs/wait")
+@router.post("/threads/{thread_id}/runs/wait", responses=errors(400, 413, 422, 404, 409, 429, 503))
 async def wait_thread_run(
     thread_id: str,
     body: RunCreate,
@@ -538,7 +567,7 @@ async def wait_thread_run(
     return await _wait(body, thread_id, request, tenant, manager, registry, limits, settings)
 
 
-@router.post("/runs/wait")
+@router.post("/runs/wait", responses=errors(400, 413, 422, 409, 429, 503))
 async def wait_stateless_run(
     body: RunCreate,
     request: Request,
@@ -558,14 +587,16 @@ async def _thread_run(manager: RunManager, tenant: str, thread_id: str | None, r
     return run
 
 
-@router.get("/threads/{thread_id}/runs/{run_id}", name="lg_get_run")
+@router.get(
+    "/threads/{thread_id}/runs/{run_id}", name="lg_get_run", responses=errors(404, 422, 503)
+)
 async def get_thread_run(
     thread_id: str, run_id: str, request: Request, tenant: TenantDep, manager: ManagerDep
 ) -> dict[str, Any]:
     return await _get(request, tenant, manager, thread_id, run_id)
 
 
-@router.get("/runs/{run_id}", name="lg_stateless_run")
+@router.get("/runs/{run_id}", name="lg_stateless_run", responses=errors(404, 422, 503))
 async def get_stateless_run(
     run_id: str, request: Request, tenant: TenantDep, manager: ManagerDep
 ) -> dict[str, Any]:
@@ -587,7 +618,7 @@ async def _get(
     return shapes.run(record, strategy=runs.asked(run_id)[2])
 
 
-@router.get("/threads/{thread_id}/runs")
+@router.get("/threads/{thread_id}/runs", responses=errors(404, 422, 503))
 async def list_thread_runs(
     thread_id: str,
     request: Request,
@@ -657,7 +688,13 @@ async def _join(
     )
 
 
-@router.get("/threads/{thread_id}/runs/{run_id}/stream", name="lg_join", response_model=None)
+@router.get(
+    "/threads/{thread_id}/runs/{run_id}/stream",
+    name="lg_join",
+    response_model=None,
+    response_class=EventStream,
+    responses={**SSE_OK, **errors(404, 422, 429, 503)},
+)
 async def join_thread_run(
     thread_id: str,
     run_id: str,
@@ -686,7 +723,13 @@ async def join_thread_run(
     )
 
 
-@router.get("/runs/{run_id}/stream", name="lg_stateless_join", response_model=None)
+@router.get(
+    "/runs/{run_id}/stream",
+    name="lg_stateless_join",
+    response_model=None,
+    response_class=EventStream,
+    responses={**SSE_OK, **errors(404, 422, 429, 503)},
+)
 async def join_stateless_run(
     run_id: str,
     request: Request,
@@ -714,7 +757,11 @@ async def join_stateless_run(
     )
 
 
-@router.post("/threads/{thread_id}/runs/{run_id}/cancel", status_code=202)
+@router.post(
+    "/threads/{thread_id}/runs/{run_id}/cancel",
+    status_code=202,
+    responses=errors(404, 422, 503),
+)
 async def cancel_thread_run(
     thread_id: str,
     run_id: str,

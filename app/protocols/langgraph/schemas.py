@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from app.engine.errors import InvalidInput, LimitTooHigh
 from app.engine.registry import GraphEntry
@@ -25,7 +25,26 @@ UNSERVED_FIELDS = ("checkpoint", "checkpoint_id", "webhook", "after_seconds", "c
 
 
 class Body(BaseModel):
+    """Every body: every value storable as JSON in every store (valid Unicode, integers of at
+    most 64 bits, no NUL, which PostgreSQL's JSONB refuses); `422` naming the field if not."""
+
     model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _storable(self) -> Body:
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, BaseModel):
+                value = value.model_dump()
+            try:
+                encoded = orjson.dumps(value)
+            except TypeError:
+                raise ValueError(
+                    f"{name}: cannot be stored (not valid Unicode, or an integer above 64 bits)"
+                ) from None
+            if b"\\u0000" in encoded:
+                raise ValueError(f"{name}: cannot be stored (holds a NUL character)")
+        return self
 
 
 class CommandBody(Body):
@@ -162,7 +181,6 @@ def run_request(
             raise InvalidInput("command: needs a thread (the paused thread to resume)")
     if body.input is not None:
         entry.validate_input(body.input)
-    _check_encodable(body.input, "input")
     return RunRequest(
         input=body.input,
         thread_id=thread_id,
@@ -190,12 +208,3 @@ def _nodes(value: str | list[str] | None, entry: GraphEntry, where: str) -> list
             f"{', '.join(entry.nodes)})"
         )
     return list(value)
-
-
-def _check_encodable(value: Any, where: str) -> None:
-    try:
-        orjson.dumps(value)
-    except TypeError:
-        raise InvalidInput(
-            f"{where}: cannot be stored (not valid Unicode, or a huge integer)"
-        ) from None

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Query, Response
 from app.engine.manager import RunManager
 from app.engine.record import ThreadRecord
 from app.protocols.deps import ManagerDep, TenantDep
+from app.protocols.doc import errors
 from app.protocols.langgraph import shapes
 from app.protocols.langgraph.schemas import Body, HistoryBody, ThreadCreate, ThreadSearch
 
@@ -38,7 +39,7 @@ async def _shown(manager: RunManager, record: ThreadRecord) -> dict[str, Any]:
     return shapes.thread(record, status=status, values=values, interrupts=interrupts)
 
 
-@router.post("/threads")
+@router.post("/threads", responses=errors(400, 413, 422, 409, 503))
 async def create_thread(
     body: ThreadCreate, tenant: TenantDep, manager: ManagerDep
 ) -> dict[str, Any]:
@@ -48,12 +49,12 @@ async def create_thread(
     return await _shown(manager, record)
 
 
-@router.get("/threads/{thread_id}")
+@router.get("/threads/{thread_id}", responses=errors(404, 422, 503))
 async def get_thread(thread_id: str, tenant: TenantDep, manager: ManagerDep) -> dict[str, Any]:
     return await _shown(manager, await manager.threads.require(tenant, thread_id))
 
 
-@router.patch("/threads/{thread_id}")
+@router.patch("/threads/{thread_id}", responses=errors(400, 413, 422, 404, 409, 503))
 async def update_thread(
     thread_id: str, body: ThreadPatch, tenant: TenantDep, manager: ManagerDep
 ) -> dict[str, Any]:
@@ -64,13 +65,13 @@ async def update_thread(
     return await _shown(manager, await threads.require(tenant, thread_id))
 
 
-@router.delete("/threads/{thread_id}", status_code=204)
+@router.delete("/threads/{thread_id}", status_code=204, responses=errors(404, 422, 503))
 async def delete_thread(thread_id: str, tenant: TenantDep, manager: ManagerDep) -> Response:
     await manager.threads.delete(tenant, thread_id)
     return Response(status_code=204)
 
 
-@router.post("/threads/search")
+@router.post("/threads/search", responses=errors(400, 413, 422, 503))
 async def search_threads(
     body: ThreadSearch, tenant: TenantDep, manager: ManagerDep
 ) -> list[dict[str, Any]]:
@@ -83,7 +84,7 @@ async def search_threads(
     return shown
 
 
-@router.get("/threads/{thread_id}/state")
+@router.get("/threads/{thread_id}/state", responses=errors(404, 422, 503))
 async def get_state(
     thread_id: str,
     tenant: TenantDep,
@@ -109,14 +110,14 @@ async def _history(
     return [shapes.state(thread_id, s) for s in snapshots]
 
 
-@router.post("/threads/{thread_id}/history")
+@router.post("/threads/{thread_id}/history", responses=errors(400, 413, 422, 404, 503))
 async def post_history(
     thread_id: str, body: HistoryBody, tenant: TenantDep, manager: ManagerDep
 ) -> list[dict[str, Any]]:
     return await _history(manager, tenant, thread_id, body.limit, body.before)
 
 
-@router.get("/threads/{thread_id}/history")
+@router.get("/threads/{thread_id}/history", responses=errors(404, 422, 503))
 async def get_history(
     thread_id: str,
     tenant: TenantDep,

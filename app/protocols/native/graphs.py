@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from app.protocols.deps import RegistryDep
-from app.protocols.native.openapi import errors
+from app.protocols.doc import errors
 
 router = APIRouter()
 

@@ -32,8 +32,9 @@ from app.protocols.deps import (
     StreamTokensDep,
     TenantDep,
 )
+from app.protocols.doc import EventStream, errors
 from app.protocols.native.encoder import HEADERS, NativeEncoder
-from app.protocols.native.openapi import SSE_OK, EventStream, errors
+from app.protocols.native.openapi import SSE_OK
 from app.protocols.native.ratelimit import rate_headers
 from app.protocols.native.schemas import (
     CancelBody,
