@@ -23,6 +23,7 @@ from app.engine.manager import RunManager
 from app.engine.registry import GraphRegistry
 from app.gc_tuning import tune_gc
 from app.memory_trim import MemoryTrimmer
+from app.protocols.langgraph.runs import Runs as LangGraphRuns
 from app.settings import Settings
 from app.shutdown import GracefulShutdown
 from app.streaming.subscriber import FanOut
@@ -103,6 +104,7 @@ def lifespan(settings: Settings) -> Any:
                     app.state.llm = llm
                     app.state.stream_tokens = await _stream_tokens(settings, backends)
                     app.state.model_info = describe_model(llm)
+                    app.state.langgraph_runs = langgraph_runs = LangGraphRuns(manager)
                     _log_startup(settings, registry, manager, app.state.model_info)
                     graceful = GracefulShutdown(
                         settings.shutdown_grace_s, manager.drain, app.state.fanout.stop_pacing
@@ -121,6 +123,7 @@ def lifespan(settings: Settings) -> Any:
                     finally:
                         trimming.cancel()
                         await asyncio.wait({trimming})
+                        await langgraph_runs.queue.close()  # runs queued, never started
                         graceful.uninstall()
         finally:
             executor.shutdown(wait=False, cancel_futures=True)

@@ -21,7 +21,7 @@ from app.lifespan import lifespan  # noqa: E402
 from app.logformat import configure_logging  # noqa: E402
 from app.metrics import Metrics  # noqa: E402
 from app.metrics import install as install_metrics  # noqa: E402
-from app.protocols import native  # noqa: E402
+from app.protocols import langgraph, native  # noqa: E402
 from app.settings import Settings, SettingsError  # noqa: E402
 from app.web import page  # noqa: E402
 
@@ -36,6 +36,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="LangGraph streaming service", version="0.1.0", lifespan=lifespan(settings))
     app.state.settings = settings
     native.install(app)
+    langgraph.install(app)
     app.include_router(page.router)
     install_metrics(app, Metrics(tenant_label=settings.metrics_tenant_label))
     # The last added is the outermost: Forwarded -> CORS -> Auth -> BodyLimit -> routes, so a
@@ -52,7 +53,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.add_middleware(
             CORSMiddleware,
             allow_origins=settings.cors_origin_list,
-            allow_methods=["GET", "POST"],
+            allow_methods=["GET", "POST", "PATCH", "DELETE"],  # PATCH, DELETE: LangGraph threads
             allow_headers=CORS_REQUEST_HEADERS,
             expose_headers=CORS_EXPOSED_HEADERS,
             max_age=600,
@@ -67,6 +68,7 @@ CORS_REQUEST_HEADERS = [
     "Content-Type",
     "Last-Event-ID",
     "Idempotency-Key",
+    "Cache-Control",  # the LangGraph SDKs send it on stream requests
 ]
 CORS_EXPOSED_HEADERS = [
     "Location",

@@ -25,14 +25,16 @@ async def execute(
     context: Any,
     timeout_s: float,
     max_log_bytes: int,
+    extra: dict[str, Any] | None = None,
 ) -> None:
     """Stream the graph into the run's log; `RunTooLarge` (the run ends failed,
-    `run_too_large`) once its events' payloads pass `max_log_bytes`."""
+    `run_too_large`) once its events' payloads pass `max_log_bytes`. `extra`: the request's own
+    `astream_events` arguments (`interrupt_before`/`interrupt_after`)."""
     mapper, append, record = run.mapper, run.log.append, run.record
     size = 0
     # It is an async generator (it has aclose); the declared type is the looser AsyncIterator.
     stream: AsyncGenerator[dict[str, Any], None] = graph.compiled.astream_events(  # type: ignore[assignment]
-        payload, config, version="v2", context=context, **STREAM_KWARGS
+        payload, config, version="v2", context=context, **STREAM_KWARGS, **(extra or {})
     )
     async with asyncio.timeout(timeout_s), aclosing(stream):
         async for raw in stream:

@@ -68,7 +68,6 @@ from types import TracebackType
 from typing import Any
 
 from langchain_core.runnables import RunnableConfig
-from langgraph.types import Command
 
 from app.engine import events, logctx, recovery
 from app.engine.admission import Admit, Release
@@ -108,6 +107,7 @@ from app.engine.record import RunRecord
 from app.engine.registry import GraphEntry, GraphRegistry
 from app.engine.run import Phase, Run, RunRequest
 from app.engine.tenancy import DEFAULT_TENANT, check_thread_id, checkpoint_thread
+from app.engine.threads import Threads
 
 log = logging.getLogger("app.engine")
 
@@ -162,6 +162,7 @@ class RunManager:
         self._leases = Leases(
             store, self.worker_id, config.heartbeat_s, self._on_cancel_request, self._recover
         )
+        self.threads = Threads(self, store, registry)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -387,15 +388,15 @@ class RunManager:
                         f"thread {thread_id!r} is not paused; there is nothing to resume",
                         code="thread_not_paused",
                     )
-            elif payload is None and not state.values and not state.next:
+            elif payload is None and not request.commanding and not state.values and not state.next:
                 raise InvalidInput("input: required (thread has no checkpoint to continue)")
             mark = await self._rewinder.mark(thread_key) if self._rewinder else None
-        elif payload is None:
+        elif payload is None and not request.commanding:
             raise InvalidInput("input: required (a new thread has nothing to continue)")
-        if request.resuming:
-            payload = Command(resume=request.resume)
+        if request.commanding:
+            payload = request.command()
         release = await admit() if admit is not None else None
-        run_id = str(uuid.uuid4())
+        run_id = request.run_id or str(uuid.uuid4())
         try:
             self._check_capacity()  # re-check: the lookups above (and the admission) awaited
             self._check_thread_free(thread_id, thread_key)
@@ -455,7 +456,16 @@ class RunManager:
         run_context = contextvars.copy_context()
         run_context.run(logctx.enter, record)
         run.task = asyncio.create_task(
-            execute(run, graph, payload, config, context, timeout, self._config.max_run_log_bytes),
+            execute(
+                run,
+                graph,
+                payload,
+                config,
+                context,
+                timeout,
+                self._config.max_run_log_bytes,
+                request.stream_kwargs(),
+            ),
             name=f"run:{run_id}",
             context=run_context,
         )

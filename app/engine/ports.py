@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 from app.engine.codec import LogEvent
 from app.engine.idempotency import KeyBinding
-from app.engine.record import RunRecord
+from app.engine.record import RunRecord, ThreadRecord
 
 
 class EventLogReader(Protocol):
@@ -92,6 +92,46 @@ class RunStore(Protocol):
 
     async def running(self) -> list[RunRecord]:
         """Every run whose record says it is running (for recovery)."""
+
+    # -- threads as objects (LangGraph's API) ----------------------------------------------
+    # A thread is the tenant's: `(tenant, thread_id)` is its key, another tenant's thread of
+    # the same id is another thread. Metadata values are JSON; "equal" is JSON's equality
+    # (`true` is not `1`, `1` is `1.0`, objects equal key by key, in any order).
+
+    async def put_thread(self, thread: ThreadRecord) -> ThreadRecord:
+        """Store the thread unless the tenant has one of that id; return what is stored
+        afterwards (the existing record, unchanged, if there was one). Of racing puts of one
+        id exactly one is stored, and each returns it."""
+
+    async def get_thread(self, tenant: str, thread_id: str) -> ThreadRecord | None: ...
+
+    async def touch_thread(
+        self,
+        tenant: str,
+        thread_id: str,
+        updated_at: str,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Set the thread's `updated_at` and merge `metadata` into its metadata (shallow: a
+        given key replaces the stored value); nothing if the thread has no record."""
+
+    async def search_threads(
+        self, tenant: str, metadata: Mapping[str, Any], limit: int, offset: int
+    ) -> list[ThreadRecord]:
+        """The tenant's threads whose metadata has every key of `metadata` with an equal
+        value, newest `created_at` first (ties: greater `thread_id` first), `limit` of them
+        after skipping `offset`."""
+
+    async def thread_runs(
+        self, tenant: str, thread_id: str, limit: int, offset: int
+    ) -> list[RunRecord]:
+        """The records of the tenant's runs on the thread, newest `created_at` first (ties:
+        greater `run_id` first), `limit` of them after skipping `offset`."""
+
+    async def delete_thread(self, tenant: str, thread_id: str) -> bool:
+        """Forget the tenant's thread: its record, and its runs with their events and id
+        ceilings, in one write; True if there was any of these. The caller makes sure no run
+        is live on it, and deletes its checkpoints."""
 
     async def purge(self, ended_before: str) -> int:
         """Forget runs that ended before this ISO time; return how many."""

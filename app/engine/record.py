@@ -1,4 +1,5 @@
-"""What `GET /runs/{id}` reports about a run, kept after the run ends (for the retention)."""
+"""What `GET /runs/{id}` reports about a run, kept after the run ends (for the retention), and
+what is kept of a thread created as an object of its own (`POST /threads`)."""
 
 from __future__ import annotations
 
@@ -85,6 +86,18 @@ class RunRecord:
         self.usage = usage
         self.ended_at = _now()
         self.elapsed_ms = self.since_start_ms()
+
+
+@dataclass
+class ThreadRecord:
+    """A thread created through an API that has threads as objects (LangGraph's): who owns it,
+    when, and its metadata. A thread that only ever had runs has none."""
+
+    thread_id: str
+    tenant: str = DEFAULT_TENANT
+    created_at: str = field(default_factory=_now)
+    updated_at: str = field(default_factory=_now)
+    metadata: dict[str, Any] = field(default_factory=dict)
 
 
 _STORED = frozenset(

@@ -25,6 +25,7 @@ from enum import StrEnum
 from typing import Any
 
 from langchain_core.runnables import RunnableConfig
+from langgraph.types import Command
 
 from app.engine import events, logctx
 from app.engine.codec import LogEvent
@@ -56,10 +57,39 @@ class RunRequest:
     recursion_limit: int | None = None
     idempotency: IdempotencyKey | None = None
     tenant: str = DEFAULT_TENANT
+    run_id: str | None = None  # chosen by the protocol (a queued run's id is known before it runs)
+    update: Any = _UNSET  # LangGraph `Command(update=...)`, with or without `resume`
+    goto: Any = _UNSET  # LangGraph `Command(goto=...)`
+    interrupt_before: list[str] | None = None  # pause before these nodes (`["*"]`: every one)
+    interrupt_after: list[str] | None = None
 
     @property
     def resuming(self) -> bool:
         return self.resume is not _UNSET
+
+    @property
+    def commanding(self) -> bool:
+        """The run's input is a LangGraph `Command` (resume, update or goto), not state."""
+        return self.resuming or self.update is not _UNSET or self.goto is not _UNSET
+
+    def command(self) -> Command[Any]:
+        parts: dict[str, Any] = {}
+        if self.resuming:
+            parts["resume"] = self.resume
+        if self.update is not _UNSET:
+            parts["update"] = self.update
+        if self.goto is not _UNSET:
+            parts["goto"] = self.goto
+        return Command(**parts)
+
+    def stream_kwargs(self) -> dict[str, Any]:
+        """What `astream_events` takes besides the input and config."""
+        kwargs: dict[str, Any] = {}
+        if self.interrupt_before:
+            kwargs["interrupt_before"] = _nodes(self.interrupt_before)
+        if self.interrupt_after:
+            kwargs["interrupt_after"] = _nodes(self.interrupt_after)
+        return kwargs
 
     def run_config(self, thread_id: str) -> RunnableConfig:
         """LangGraph's config for the run. `config` holds only what a protocol let a client set
@@ -78,6 +108,10 @@ class RunRequest:
         if extra.get("run_name"):
             config["run_name"] = str(extra["run_name"])
         return config
+
+
+def _nodes(names: list[str]) -> Any:
+    return "*" if names == ["*"] else list(names)
 
 
 class Phase(StrEnum):

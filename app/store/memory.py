@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import copy
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from app.engine.codec import LogEvent
 from app.engine.idempotency import KeyBinding
-from app.engine.record import RunRecord, RunStatus
+from app.engine.record import RunRecord, RunStatus, ThreadRecord
+from app.store._threads import matches
 from app.store.one_process import OneProcessCoordination
 
 
@@ -18,6 +21,7 @@ class MemoryRunStore(OneProcessCoordination):
         self._keys: dict[tuple[str, str], KeyBinding] = {}
         self._ceilings: dict[str, int] = {}
         self._secrets: dict[str, bytes] = {}
+        self._threads: dict[tuple[str, str], ThreadRecord] = {}
 
     async def save_record(self, record: RunRecord) -> None:
         # A copy, as a database would hold: later changes to the live record are not stored.
@@ -52,11 +56,7 @@ class MemoryRunStore(OneProcessCoordination):
         return self._ceilings.get(run_id, 0)
 
     async def thread_graph(self, tenant: str, thread_id: str) -> str | None:
-        runs = [
-            r
-            for r in self._records.values()
-            if r["thread_id"] == thread_id and r["tenant"] == tenant
-        ]
+        runs = self._thread_runs(tenant, thread_id)
         if not runs:
             return None
         return str(max(runs, key=lambda r: str(r["created_at"]))["graph"])
@@ -66,6 +66,61 @@ class MemoryRunStore(OneProcessCoordination):
             RunRecord.from_dict(dict(data))
             for data in self._records.values()
             if data["status"] == RunStatus.RUNNING.value
+        ]
+
+    async def put_thread(self, thread: ThreadRecord) -> ThreadRecord:
+        # Copies in and out, as a database would hold: the caller's record is not the stored one.
+        key = (thread.tenant, thread.thread_id)
+        return copy.deepcopy(self._threads.setdefault(key, copy.deepcopy(thread)))
+
+    async def get_thread(self, tenant: str, thread_id: str) -> ThreadRecord | None:
+        return copy.deepcopy(self._threads.get((tenant, thread_id)))
+
+    async def touch_thread(
+        self,
+        tenant: str,
+        thread_id: str,
+        updated_at: str,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> None:
+        thread = self._threads.get((tenant, thread_id))
+        if thread is not None:
+            thread.updated_at = updated_at
+            thread.metadata.update(copy.deepcopy(dict(metadata or {})))
+
+    async def search_threads(
+        self, tenant: str, metadata: Mapping[str, Any], limit: int, offset: int
+    ) -> list[ThreadRecord]:
+        found = [
+            t
+            for t in self._threads.values()
+            if t.tenant == tenant and matches(t.metadata, metadata)
+        ]
+        found.sort(key=lambda t: (t.created_at, t.thread_id), reverse=True)
+        return copy.deepcopy(found[offset : offset + limit])
+
+    async def thread_runs(
+        self, tenant: str, thread_id: str, limit: int, offset: int
+    ) -> list[RunRecord]:
+        runs = self._thread_runs(tenant, thread_id)
+        runs.sort(key=lambda r: (str(r["created_at"]), str(r["run_id"])), reverse=True)
+        return [RunRecord.from_dict(dict(r)) for r in runs[offset : offset + limit]]
+
+    async def delete_thread(self, tenant: str, thread_id: str) -> bool:
+        thread = self._threads.pop((tenant, thread_id), None)
+        runs = self._thread_runs(tenant, thread_id)
+        for run in runs:
+            run_id = str(run["run_id"])
+            del self._records[run_id]
+            self._events.pop(run_id, None)
+            self._ceilings.pop(run_id, None)
+        return thread is not None or bool(runs)
+
+    def _thread_runs(self, tenant: str, thread_id: str) -> list[dict[str, object]]:
+        return [
+            r
+            for r in self._records.values()
+            if r["tenant"] == tenant and r["thread_id"] == thread_id
         ]
 
     async def purge(self, ended_before: str) -> int:
@@ -104,3 +159,4 @@ class MemoryRunStore(OneProcessCoordination):
         self._events.clear()
         self._keys.clear()
         self._ceilings.clear()
+        self._threads.clear()

@@ -1,5 +1,5 @@
 """The shared store (`DATABASE_URL=postgresql://...`): run records, finished runs' events, id
-ceilings, idempotency keys, secrets, and what several workers coordinate through (thread
+ceilings, threads, idempotency keys, secrets, and what several workers coordinate through (thread
 claims, worker leases, take-overs, cancel requests), in the PostgreSQL database that holds
 LangGraph's checkpoints, on the pool the checkpointer uses (app/store/postgres_pool.py).
 
@@ -21,6 +21,11 @@ Design record
 - A record is JSONB (the stored dict) beside the columns that are queried, so a take-over
   changes the owner in both in one statement. A thread key is BYTEA: a tenant-qualified id
   holds a control character, and PostgreSQL text holds no NUL.
+- A thread (`svc_threads`) is put as a claim is: an upsert returning the stored row, so of
+  racing puts the first insert wins and every put returns it. Its metadata is JSONB; a search
+  asks jsonb equality key by key, not containment (`@>`), which also matches `{"a": [1, 2]}`
+  for `{"a": [1]}` where the port says equal. (A GIN index would want `@>` added as a
+  prefilter; without one a search reads the tenant's threads in svc_threads_by_age order.)
 - A cancel request is served to whoever owns the run now (a take-over's new owner too), and
   only while it runs; it goes with the run when the run is purged.
 """
@@ -28,7 +33,7 @@ Design record
 from __future__ import annotations
 
 import errno
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -38,7 +43,7 @@ from psycopg.rows import TupleRow, tuple_row
 from app.engine import codec
 from app.engine.codec import LogEvent
 from app.engine.idempotency import KeyBinding
-from app.engine.record import RunRecord
+from app.engine.record import RunRecord, ThreadRecord
 from app.store._chunks import events_after, raw_rows, sealed_data
 from app.store.postgres_pool import Pool, open_pool
 
@@ -91,6 +96,19 @@ MIGRATIONS: list[Migration] = [
             heartbeat_at TEXT COLLATE "C" NOT NULL
         )""",
         "CREATE TABLE svc_cancel_requests (run_id TEXT PRIMARY KEY, action TEXT NOT NULL)",
+    ),
+    # 1 -> 2: threads created as objects (LangGraph's `POST /threads`), per tenant, with their
+    # metadata. A thread's runs are found by svc_runs_by_thread (version 1).
+    (
+        """CREATE TABLE svc_threads (
+            tenant     TEXT NOT NULL,
+            thread_id  TEXT COLLATE "C" NOT NULL,
+            created_at TEXT COLLATE "C" NOT NULL,
+            updated_at TEXT COLLATE "C" NOT NULL,
+            metadata   JSONB NOT NULL,
+            PRIMARY KEY (tenant, thread_id)
+        )""",
+        "CREATE INDEX svc_threads_by_age ON svc_threads (tenant, created_at, thread_id)",
     ),
 ]
 
@@ -147,6 +165,39 @@ SELECT c.run_id, c.action FROM svc_cancel_requests c JOIN svc_runs r ON r.run_id
 WHERE r.status = 'running' AND r.owner = %s ORDER BY c.run_id
 """
 
+_THREAD_COLUMNS = "thread_id, created_at, updated_at, metadata::text"
+
+_PUT_THREAD = f"""
+INSERT INTO svc_threads (tenant, thread_id, created_at, updated_at, metadata)
+VALUES (%s, %s, %s, %s, %s::jsonb)
+ON CONFLICT (tenant, thread_id) DO UPDATE SET tenant = svc_threads.tenant
+RETURNING {_THREAD_COLUMNS}
+"""
+
+_SEARCH_THREADS = f"""
+SELECT {_THREAD_COLUMNS} FROM svc_threads
+WHERE tenant = %(tenant)s AND NOT EXISTS (
+    SELECT 1 FROM jsonb_each(%(wanted)s::jsonb) AS w (key, value)
+    WHERE svc_threads.metadata -> w.key IS DISTINCT FROM w.value
+)
+ORDER BY created_at DESC, thread_id DESC LIMIT %(limit)s OFFSET %(offset)s
+"""
+
+_DELETE_THREAD = """
+WITH thread AS (
+    DELETE FROM svc_threads WHERE tenant = %(tenant)s AND thread_id = %(thread)s RETURNING 1
+), runs AS (
+    DELETE FROM svc_runs WHERE tenant = %(tenant)s AND thread_id = %(thread)s RETURNING run_id
+), chunks AS (
+    DELETE FROM svc_event_chunks WHERE run_id IN (SELECT run_id FROM runs)
+), ceilings AS (
+    DELETE FROM svc_id_ceilings WHERE run_id IN (SELECT run_id FROM runs)
+), cancels AS (
+    DELETE FROM svc_cancel_requests WHERE run_id IN (SELECT run_id FROM runs)
+)
+SELECT (SELECT count(*) FROM thread) + (SELECT count(*) FROM runs)
+"""
+
 _READ_ONLY = "SELECT pg_is_in_recovery() OR current_setting('transaction_read_only') = 'on'"
 
 
@@ -162,6 +213,15 @@ def _record_row(record: RunRecord) -> tuple[Any, ...]:
         record.owner,
         orjson.dumps(record.stored()).decode(),
     )
+
+
+def _thread_record(tenant: str, row: TupleRow) -> ThreadRecord:
+    thread_id, created_at, updated_at, metadata = row
+    return ThreadRecord(thread_id, tenant, created_at, updated_at, orjson.loads(metadata))
+
+
+def _json(value: Mapping[str, Any]) -> str:
+    return orjson.dumps(value).decode()
 
 
 def _thread_key(thread_key: str) -> bytes:
@@ -301,6 +361,63 @@ class PostgresRunStore:
             "SELECT record::text FROM svc_runs WHERE status = 'running' ORDER BY created_at"
         )
         return [RunRecord.from_dict(orjson.loads(raw)) for (raw,) in rows]
+
+    async def put_thread(self, thread: ThreadRecord) -> ThreadRecord:
+        row = await self._fetchone(
+            _PUT_THREAD,
+            (
+                thread.tenant,
+                thread.thread_id,
+                thread.created_at,
+                thread.updated_at,
+                _json(thread.metadata),
+            ),
+        )
+        assert row is not None
+        return _thread_record(thread.tenant, row)
+
+    async def get_thread(self, tenant: str, thread_id: str) -> ThreadRecord | None:
+        row = await self._fetchone(
+            f"SELECT {_THREAD_COLUMNS} FROM svc_threads WHERE tenant = %s AND thread_id = %s",
+            (tenant, thread_id),
+        )
+        return None if row is None else _thread_record(tenant, row)
+
+    async def touch_thread(
+        self,
+        tenant: str,
+        thread_id: str,
+        updated_at: str,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> None:
+        await self._execute(
+            "UPDATE svc_threads SET updated_at = %s, metadata = metadata || %s::jsonb"
+            " WHERE tenant = %s AND thread_id = %s",
+            (updated_at, _json(metadata or {}), tenant, thread_id),
+        )
+
+    async def search_threads(
+        self, tenant: str, metadata: Mapping[str, Any], limit: int, offset: int
+    ) -> list[ThreadRecord]:
+        rows = await self._fetchall(
+            _SEARCH_THREADS,
+            {"tenant": tenant, "wanted": _json(metadata), "limit": limit, "offset": offset},
+        )
+        return [_thread_record(tenant, row) for row in rows]
+
+    async def thread_runs(
+        self, tenant: str, thread_id: str, limit: int, offset: int
+    ) -> list[RunRecord]:
+        rows = await self._fetchall(
+            "SELECT record::text FROM svc_runs WHERE tenant = %s AND thread_id = %s"
+            ' ORDER BY created_at DESC, run_id COLLATE "C" DESC LIMIT %s OFFSET %s',
+            (tenant, thread_id, limit, offset),
+        )
+        return [RunRecord.from_dict(orjson.loads(raw)) for (raw,) in rows]
+
+    async def delete_thread(self, tenant: str, thread_id: str) -> bool:
+        row = await self._fetchone(_DELETE_THREAD, {"tenant": tenant, "thread": thread_id})
+        return row is not None and int(row[0]) > 0
 
     async def purge(self, ended_before: str) -> int:
         row = await self._fetchone(_PURGE, {"before": ended_before})

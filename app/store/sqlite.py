@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,8 +32,9 @@ import orjson
 from app.engine import codec
 from app.engine.codec import LogEvent
 from app.engine.idempotency import KeyBinding
-from app.engine.record import RunRecord, RunStatus
+from app.engine.record import RunRecord, RunStatus, ThreadRecord
 from app.store._chunks import events_after, raw_rows, sealed_data
+from app.store._threads import matches
 from app.store.one_process import OneProcessCoordination
 
 if TYPE_CHECKING:
@@ -156,7 +157,28 @@ MIGRATIONS: list[Migration] = [
         value BLOB NOT NULL
     ) WITHOUT ROWID;
     """,
+    # 6 -> 7: threads created as objects (LangGraph's `POST /threads`), per tenant, with their
+    # metadata (JSON text). A thread's runs are found by svc_runs_by_thread (version 6).
+    """
+    CREATE TABLE svc_threads (
+        tenant     TEXT NOT NULL,
+        thread_id  TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        metadata   TEXT NOT NULL,
+        PRIMARY KEY (tenant, thread_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX svc_threads_by_age ON svc_threads (tenant, created_at, thread_id);
+    """,
 ]
+
+
+_THREAD_COLUMNS = "thread_id, created_at, updated_at, metadata"
+
+
+def _thread_record(tenant: str, row: Any) -> ThreadRecord:
+    thread_id, created_at, updated_at, metadata = row
+    return ThreadRecord(thread_id, tenant, created_at, updated_at, orjson.loads(metadata))
 
 
 def split_frames(frames: bytes) -> list[LogEvent]:
@@ -358,6 +380,109 @@ class SqliteRunStore(OneProcessCoordination):
         ):
             rows: Any = await cursor.fetchall()
         return [RunRecord.from_dict(orjson.loads(raw)) for (raw,) in rows]
+
+    async def put_thread(self, thread: ThreadRecord) -> ThreadRecord:
+        async with self._lock:
+            await self._conn.execute(
+                "INSERT OR IGNORE INTO svc_threads"
+                " (tenant, thread_id, created_at, updated_at, metadata) VALUES (?, ?, ?, ?, ?)",
+                (
+                    thread.tenant,
+                    thread.thread_id,
+                    thread.created_at,
+                    thread.updated_at,
+                    orjson.dumps(thread.metadata).decode(),
+                ),
+            )
+            await self._conn.commit()
+            stored = await self._thread(thread.tenant, thread.thread_id)
+        assert stored is not None
+        return stored
+
+    async def get_thread(self, tenant: str, thread_id: str) -> ThreadRecord | None:
+        async with self._lock:
+            return await self._thread(tenant, thread_id)
+
+    async def _thread(self, tenant: str, thread_id: str) -> ThreadRecord | None:
+        async with self._conn.execute(
+            f"SELECT {_THREAD_COLUMNS} FROM svc_threads WHERE tenant = ? AND thread_id = ?",
+            (tenant, thread_id),
+        ) as cursor:
+            row = await cursor.fetchone()
+        return None if row is None else _thread_record(tenant, row)
+
+    async def touch_thread(
+        self,
+        tenant: str,
+        thread_id: str,
+        updated_at: str,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> None:
+        # Read, merge, write under the lock: the one writer in the process (SQLite's
+        # json_patch is no shallow merge: it merges nested objects and drops null values).
+        async with self._lock:
+            thread = await self._thread(tenant, thread_id)
+            if thread is None:
+                return
+            merged = {**thread.metadata, **(metadata or {})}
+            await self._conn.execute(
+                "UPDATE svc_threads SET updated_at = ?, metadata = ?"
+                " WHERE tenant = ? AND thread_id = ?",
+                (updated_at, orjson.dumps(merged).decode(), tenant, thread_id),
+            )
+            await self._conn.commit()
+
+    async def search_threads(
+        self, tenant: str, metadata: Mapping[str, Any], limit: int, offset: int
+    ) -> list[ThreadRecord]:
+        # The metadata filter runs in Python (app/store/_threads.py: JSON equality, which
+        # json_extract's SQL values do not keep: `true` reads back as 1); only an unfiltered
+        # search pages in SQL.
+        sql = (
+            f"SELECT {_THREAD_COLUMNS} FROM svc_threads WHERE tenant = ?"
+            " ORDER BY created_at DESC, thread_id DESC"
+        )
+        params: tuple[Any, ...] = (tenant,)
+        if not metadata:
+            sql, params = f"{sql} LIMIT ? OFFSET ?", (tenant, limit, offset)
+        async with self._lock, self._conn.execute(sql, params) as cursor:
+            rows: Any = await cursor.fetchall()
+        threads = [_thread_record(tenant, row) for row in rows]
+        if not metadata:
+            return threads
+        return [t for t in threads if matches(t.metadata, metadata)][offset : offset + limit]
+
+    async def thread_runs(
+        self, tenant: str, thread_id: str, limit: int, offset: int
+    ) -> list[RunRecord]:
+        async with (
+            self._lock,
+            self._conn.execute(
+                "SELECT record FROM svc_runs WHERE tenant = ? AND thread_id = ?"
+                " ORDER BY created_at DESC, run_id DESC LIMIT ? OFFSET ?",
+                (tenant, thread_id, limit, offset),
+            ) as cursor,
+        ):
+            rows: Any = await cursor.fetchall()
+        return [RunRecord.from_dict(orjson.loads(raw)) for (raw,) in rows]
+
+    async def delete_thread(self, tenant: str, thread_id: str) -> bool:
+        key = (tenant, thread_id)
+        async with self._lock:
+            for table in ("svc_event_chunks", "svc_id_ceilings"):
+                await self._conn.execute(
+                    f"DELETE FROM {table} WHERE run_id IN"
+                    " (SELECT run_id FROM svc_runs WHERE tenant = ? AND thread_id = ?)",
+                    key,
+                )
+            runs = await self._conn.execute(
+                "DELETE FROM svc_runs WHERE tenant = ? AND thread_id = ?", key
+            )
+            thread = await self._conn.execute(
+                "DELETE FROM svc_threads WHERE tenant = ? AND thread_id = ?", key
+            )
+            await self._conn.commit()
+            return runs.rowcount + thread.rowcount > 0
 
     async def purge(self, ended_before: str) -> int:
         async with self._lock:

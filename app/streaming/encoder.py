@@ -9,8 +9,10 @@ from app.engine.codec import LogEvent, merge_runs
 
 
 class Encoder(Protocol):
-    key: str
-    """Names the wire format: readers share merged sends only with readers of the same one."""
+    @property
+    def key(self) -> str:
+        """Names the wire format (and any state its frames depend on): readers share merged
+        sends only with readers of the same one."""
 
     ping: bytes
     """Sent while a run is quiet."""

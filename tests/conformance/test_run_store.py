@@ -18,7 +18,7 @@ from app.engine import recovery
 from app.engine.codec import LogEvent
 from app.engine.idempotency import DEFAULT_TENANT, KeyBinding
 from app.engine.ports import RunStore
-from app.engine.record import RunRecord, RunStatus
+from app.engine.record import RunRecord, RunStatus, ThreadRecord
 from app.store.memory import MemoryRunStore
 from app.store.postgres import PostgresRunStore
 from app.store.sqlite import MIGRATIONS, SqliteRunStore
@@ -383,6 +383,240 @@ def test_sqlite_store_survives_reopening_and_migrates_once(tmp_path: Path) -> No
     asyncio.run(main())
 
 
+# -- threads as objects ------------------------------------------------------------------
+
+
+def _thread(thread_id: str, tenant: str = DEFAULT_TENANT, **kw: Any) -> ThreadRecord:
+    return ThreadRecord(thread_id=thread_id, tenant=tenant, **kw)
+
+
+def _at(second: int) -> str:
+    return f"2030-01-01T00:00:{second:02d}.000+00:00"
+
+
+def test_a_put_thread_reads_back_equal(with_store: Run[Any]) -> None:
+    async def check(store: RunStore) -> None:
+        thread = _thread(
+            "t1", created_at=_at(1), updated_at=_at(2), metadata={"a": [1, {"b": None}]}
+        )
+        assert await store.put_thread(thread) == thread
+        assert await store.get_thread(DEFAULT_TENANT, "t1") == thread
+        assert await store.get_thread(DEFAULT_TENANT, "t2") is None
+
+    with_store(check)
+
+
+def test_putting_a_thread_that_exists_returns_the_stored_one_unchanged(
+    with_store: Run[Any],
+) -> None:
+    async def check(store: RunStore) -> None:
+        first = _thread("t1", created_at=_at(1), updated_at=_at(1), metadata={"n": 1})
+        await store.put_thread(first)
+        again = _thread("t1", created_at=_at(5), updated_at=_at(5), metadata={"n": 2})
+        assert await store.put_thread(again) == first
+        assert await store.get_thread(DEFAULT_TENANT, "t1") == first
+
+    with_store(check)
+
+
+def test_of_puts_of_one_thread_at_once_one_wins(with_store: Run[Any]) -> None:
+    async def check(store: RunStore) -> None:
+        puts = [store.put_thread(_thread("t1", metadata={"n": i})) for i in range(8)]
+        results = await asyncio.gather(*puts)
+        winner = results[0]
+        assert all(r == winner for r in results), results
+        assert winner.metadata["n"] in range(8)
+        assert await store.get_thread(DEFAULT_TENANT, "t1") == winner
+
+    with_store(check)
+
+
+def test_threads_of_one_id_are_per_tenant(with_store: Run[Any]) -> None:
+    async def check(store: RunStore) -> None:
+        alice = await store.put_thread(_thread("t1", "alice", metadata={"who": "alice"}))
+        bob = await store.put_thread(_thread("t1", "bob", metadata={"who": "bob"}))
+        assert bob.metadata == {"who": "bob"}  # not alice's thread returned as existing
+        await store.touch_thread("alice", "t1", _at(9), {"who": "alice2"})
+        assert await store.get_thread("bob", "t1") == bob
+        assert await store.get_thread(DEFAULT_TENANT, "t1") is None
+        found = await store.search_threads("alice", {}, 10, 0)
+        assert [(t.tenant, t.metadata) for t in found] == [("alice", {"who": "alice2"})]
+        assert alice.tenant == "alice"
+
+    with_store(check)
+
+
+def test_touching_a_thread_sets_its_time_and_merges_its_metadata_shallowly(
+    with_store: Run[Any],
+) -> None:
+    async def check(store: RunStore) -> None:
+        metadata = {"a": 1, "b": {"x": 1}, "c": "keep"}
+        await store.put_thread(
+            _thread("t1", created_at=_at(1), updated_at=_at(1), metadata=metadata)
+        )
+        await store.touch_thread(
+            DEFAULT_TENANT, "t1", _at(2), {"b": {"y": 2}, "a": None, "d": True}
+        )
+        touched = await store.get_thread(DEFAULT_TENANT, "t1")
+        assert touched == _thread(
+            "t1",
+            created_at=_at(1),
+            updated_at=_at(2),
+            metadata={"a": None, "b": {"y": 2}, "c": "keep", "d": True},
+        )
+        await store.touch_thread(DEFAULT_TENANT, "t1", _at(3))
+        again = await store.get_thread(DEFAULT_TENANT, "t1")
+        assert again is not None and again.updated_at == _at(3)
+        assert again.metadata == touched.metadata
+        await store.touch_thread(DEFAULT_TENANT, "nope", _at(4), {"a": 1})  # no record: nothing
+        assert await store.get_thread(DEFAULT_TENANT, "nope") is None
+
+    with_store(check)
+
+
+def test_a_search_finds_threads_with_equal_metadata_newest_first_in_pages(
+    with_store: Run[Any],
+) -> None:
+    async def check(store: RunStore) -> None:
+        made = [
+            ("t1", 1, {"user": "u1", "tags": ["a", "b"]}),
+            ("t2", 2, {"user": "u1", "flag": True}),
+            ("t3", 3, {"user": "u2", "flag": 1}),
+            ("t5", 4, {"user": "u1", "deep": {"k": 1, "j": 2}}),
+            ("t4", 4, {"user": "u1"}),  # the same time as t5: t5 first
+        ]
+        for thread_id, second, metadata in made:
+            await store.put_thread(_thread(thread_id, created_at=_at(second), metadata=metadata))
+        await store.put_thread(_thread("t9", "other", created_at=_at(9), metadata={"user": "u1"}))
+
+        async def ids(metadata: dict[str, Any], limit: int = 10, offset: int = 0) -> list[str]:
+            found = await store.search_threads(DEFAULT_TENANT, metadata, limit, offset)
+            return [t.thread_id for t in found]
+
+        assert await ids({}) == ["t5", "t4", "t3", "t2", "t1"]
+        assert await ids({"user": "u1"}) == ["t5", "t4", "t2", "t1"]
+        assert await ids({"user": "u1"}, limit=2) == ["t5", "t4"]
+        assert await ids({"user": "u1"}, limit=2, offset=2) == ["t2", "t1"]
+        assert await ids({"user": "u1"}, limit=2, offset=4) == []
+        assert await ids({}, limit=1, offset=1) == ["t4"]
+        assert await ids({"user": "u1", "flag": True}) == ["t2"]
+        assert await ids({"flag": 1}) == ["t3"]  # JSON's true is not 1
+        assert await ids({"flag": 1.0}) == ["t3"]  # and 1 is 1.0
+        assert await ids({"user": None}) == []
+        assert await ids({"missing": None}) == []  # a key absent is not a null
+        assert await ids({"tags": ["a", "b"]}) == ["t1"]
+        assert await ids({"tags": ["a"]}) == []  # equal, not contained
+        assert await ids({"deep": {"j": 2, "k": 1}}) == ["t5"]
+        assert await ids({"deep": {"k": 1}}) == []
+        found = await store.search_threads(DEFAULT_TENANT, {"user": "u2"}, 10, 0)
+        assert found == [
+            _thread(
+                "t3",
+                created_at=_at(3),
+                updated_at=found[0].updated_at,
+                metadata={"user": "u2", "flag": 1},
+            )
+        ]
+
+    with_store(check)
+
+
+def test_a_threads_runs_are_the_tenants_newest_first_in_pages(with_store: Run[Any]) -> None:
+    async def check(store: RunStore) -> None:
+        for run_id, second in (("r1", 1), ("r3", 3), ("r2", 2), ("r4", 3)):  # r4 ties r3
+            await store.save_record(_record(run_id, thread="t1", created_at=_at(second)))
+        await store.save_record(_record("bob", thread="t1", tenant="bob", created_at=_at(5)))
+        await store.save_record(_record("other", thread="t2", created_at=_at(5)))
+
+        async def ids(tenant: str = DEFAULT_TENANT, limit: int = 10, offset: int = 0) -> list[str]:
+            return [r.run_id for r in await store.thread_runs(tenant, "t1", limit, offset)]
+
+        assert await ids() == ["r4", "r3", "r2", "r1"]
+        assert await ids(limit=2, offset=1) == ["r3", "r2"]
+        assert await ids("bob") == ["bob"]
+        assert await ids("carol") == []
+        runs = await store.thread_runs(DEFAULT_TENANT, "t1", 1, 3)
+        assert [r.stored() for r in runs] == [
+            _record("r1", thread="t1", created_at=_at(1)).stored()
+        ]
+
+    with_store(check)
+
+
+def test_deleting_a_thread_forgets_it_and_its_runs_with_their_events(
+    with_store: Run[Any],
+) -> None:
+    async def check(store: RunStore) -> None:
+        sealed, live = _record("sealed", thread="t1"), _record("live", thread="t1")
+        sealed.finish(RunStatus.COMPLETED, "done", {})
+        await store.seal(sealed, _events("sealed", 3))
+        await store.save_record(live)
+        await store.append_events([("live", _events("live", 2))])
+        await store.reserve_ids([("sealed", 4096), ("live", 4096)])
+        await store.put_thread(_thread("t1"))
+        kept = [
+            _record("bob", thread="t1", tenant="bob"),  # another tenant's t1
+            _record("t2", thread="t2"),  # another thread of the tenant
+        ]
+        await store.put_thread(_thread("t1", "bob"))
+        for record in kept:
+            await store.save_record(record)
+            await store.append_events([(record.run_id, _events(record.run_id, 2))])
+            await store.reserve_ids([(record.run_id, 10)])
+
+        assert await store.delete_thread(DEFAULT_TENANT, "t1") is True
+        assert await store.get_thread(DEFAULT_TENANT, "t1") is None
+        assert await store.thread_runs(DEFAULT_TENANT, "t1", 10, 0) == []
+        for run_id in ("sealed", "live"):
+            assert await store.load_record(run_id) is None
+            assert await store.load_events(run_id) == []
+            assert await store.last_event_id(run_id) == 0
+            assert await store.id_ceiling(run_id) == 0
+        assert await store.delete_thread(DEFAULT_TENANT, "t1") is False
+
+        assert await store.get_thread("bob", "t1") is not None
+        for record in kept:
+            assert await store.load_record(record.run_id) is not None
+            assert len(await store.load_events(record.run_id)) == 2
+            assert await store.id_ceiling(record.run_id) == 10
+        assert await store.delete_thread(DEFAULT_TENANT, "t2") is True  # runs, no record
+        assert await store.load_record("t2") is None
+        assert await store.delete_thread("bob", "t1") is True
+        assert await store.load_record("bob") is None
+
+    with_store(check)
+
+
+def test_sqlite_store_migrates_version_6_and_finds_the_runs_of_a_thread(tmp_path: Path) -> None:
+    """Version 7 adds threads as objects. A version-6 database keeps its runs, which
+    `thread_runs` finds, and takes threads."""
+    path = tmp_path / "runs.db"
+
+    async def at_version_6() -> None:
+        store = await SqliteRunStore.open(path)
+        await store.save_record(_record("r1", thread="t1"))
+        await store.close()
+
+    asyncio.run(at_version_6())
+    with sqlite3.connect(path) as db:  # as version 6 left it
+        _undo_version_7(db)
+
+    async def main() -> None:
+        store = await SqliteRunStore.open(path)
+        try:
+            assert [r.run_id for r in await store.thread_runs(DEFAULT_TENANT, "t1", 10, 0)] == [
+                "r1"
+            ]
+            thread = _thread("t1", metadata={"k": "v"})
+            assert await store.put_thread(thread) == thread
+        finally:
+            await store.close()
+
+    asyncio.run(main())
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT version FROM svc_schema").fetchone() == (len(MIGRATIONS),)
+
+
 def _v2_frame(event: LogEvent) -> bytes:
     """How schema version 2 stored an event: the SSE frame clients were sent."""
     return b"id: %d\nevent: %s\ndata: %s\n\n" % (event.id, event.type.encode(), event.payload)
@@ -514,8 +748,15 @@ def test_sqlite_store_migrates_version_5_runs_to_the_default_tenant(tmp_path: Pa
         assert db.execute("SELECT version FROM svc_schema").fetchone() == (len(MIGRATIONS),)
 
 
+def _undo_version_7(db: sqlite3.Connection) -> None:
+    """Take a database the current version wrote back to version 6: no threads as objects."""
+    db.execute("DROP TABLE svc_threads")
+    db.execute("UPDATE svc_schema SET version = 6")
+
+
 def _undo_version_6(db: sqlite3.Connection) -> None:
     """Take a database the current version wrote back to version 5: no tenants, no secrets."""
+    _undo_version_7(db)
     for run_id, raw in db.execute("SELECT run_id, record FROM svc_runs").fetchall():
         old = {k: v for k, v in orjson.loads(raw).items() if k != "tenant"}
         db.execute("UPDATE svc_runs SET record = ? WHERE run_id = ?", (orjson.dumps(old), run_id))

@@ -16,7 +16,7 @@ from app.backends import postgres_saver
 from app.engine.codec import LogEvent
 from app.engine.failures import store_error
 from app.engine.idempotency import KeyBinding
-from app.engine.record import RunRecord, RunStatus
+from app.engine.record import RunRecord, RunStatus, ThreadRecord
 from app.store.postgres import MIGRATIONS, PostgresRunStore
 from app.store.postgres_pool import open_pool
 from tests.support import postgres
@@ -140,6 +140,33 @@ def test_what_the_store_holds_outlives_its_process() -> None:
             record.finish(RunStatus.COMPLETED, "done", {})
             await reopened.seal(record, events)
             assert await reopened.load_events("r1", after=1) == events[1:]
+        finally:
+            await reopened.close()
+
+    _on_schema(main)
+
+
+def test_a_version_1_schema_migrates_and_finds_the_runs_of_a_thread() -> None:
+    """Version 2 adds threads as objects. A version-1 schema keeps its runs, which
+    `thread_runs` finds, and takes threads."""
+
+    async def main(url: str) -> None:
+        store = await PostgresRunStore.open(url)
+        await store.save_record(RunRecord("r1", "chat", "t1"))
+        async with store.pool.connection() as conn:  # as version 1 left it
+            await conn.execute("DROP TABLE svc_threads")
+            await conn.execute("UPDATE svc_schema SET version = 1")
+        await store.close()
+
+        reopened = await PostgresRunStore.open(url)
+        try:
+            runs = await reopened.thread_runs("default", "t1", 10, 0)
+            assert [r.run_id for r in runs] == ["r1"]
+            thread = ThreadRecord("t1", metadata={"k": "v"})
+            assert await reopened.put_thread(thread) == thread
+            async with reopened.pool.connection() as conn:
+                cur = await conn.execute("SELECT version FROM svc_schema")
+                assert await cur.fetchall() == [{"version": len(MIGRATIONS)}]
         finally:
             await reopened.close()
 

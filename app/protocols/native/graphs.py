@@ -6,8 +6,8 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
-from app.protocols.native.deps import RegistryDep
-from app.protocols.native.openapi import errors
+from app.protocols.deps import RegistryDep
+from app.protocols.doc import errors
 
 router = APIRouter()
 

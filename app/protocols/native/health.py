@@ -8,9 +8,9 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from app.protocols.native.deps import FanOutDep, ManagerDep, RegistryDep
+from app.protocols.deps import FanOutDep, ManagerDep, RegistryDep
+from app.protocols.doc import errors
 from app.protocols.native.errors import error_body
-from app.protocols.native.openapi import errors
 
 router = APIRouter()
 

@@ -10,55 +10,13 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from fastapi import FastAPI, Response
+from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
-from pydantic import BaseModel
 
 from app.engine.registry import GraphRegistry
+from app.protocols.doc import MEANING
 from app.protocols.native.encoder import VISIBLE
 from app.settings import Settings
-
-
-class ErrorDetail(BaseModel):
-    code: str
-    message: str
-
-
-class ErrorBody(BaseModel):
-    """Every error: `{"error": {"code", "message"}}` (API.md)."""
-
-    error: ErrorDetail
-
-
-class EventStream(Response):
-    """For the schema only: the streams answer `text/event-stream` (app/streaming/sse.py)."""
-
-    media_type = "text/event-stream"
-
-
-MEANING = {
-    400: "the body is not valid JSON (`malformed_json`)",
-    401: "with API_KEYS set: no key, a wrong key, a bad or expired stream token (`unauthorized`)",
-    404: "no such graph, run or thread",
-    409: "`thread_busy`, `thread_graph_mismatch`, `thread_not_paused`, `idempotency_mismatch`",
-    413: "the body is larger than MAX_BODY_BYTES (`body_too_large`)",
-    422: "the request is not the right shape; the message names the field",
-    429: "over MAX_CONCURRENT_RUNS or a per-key limit (`too_many_runs`, `rate_limited`, "
-    "`too_many_streams`), with Retry-After",
-    500: "an unexpected error (`internal_error`); never a traceback",
-    503: "`shutting_down` or `store_unavailable`, with Retry-After",
-}
-
-
-def errors(*statuses: int, public: bool = False) -> dict[int | str, dict[str, Any]]:
-    """FastAPI `responses=` for these error statuses, and 500, which any route can return, and
-    401 unless the route is `public` (needs no key: /healthz, /readyz)."""
-    always = {500} if public else {401, 500}
-    return {
-        status: {"model": ErrorBody, "description": MEANING[status]}
-        for status in sorted({*statuses, *always})
-    }
-
 
 # One frame of the stream (README, "The event stream"); `: ping` comments are not frames.
 SSE_FRAME = {

@@ -23,7 +23,7 @@ from app.engine.idempotency import IdempotencyKey, check_key, fingerprint
 from app.engine.manager import RunManager
 from app.engine.registry import GraphEntry, GraphRegistry
 from app.engine.run import Run, RunRequest
-from app.protocols.native.deps import (
+from app.protocols.deps import (
     FanOutDep,
     LimitsDep,
     ManagerDep,
@@ -32,8 +32,9 @@ from app.protocols.native.deps import (
     StreamTokensDep,
     TenantDep,
 )
+from app.protocols.doc import EventStream, errors
 from app.protocols.native.encoder import HEADERS, NativeEncoder
-from app.protocols.native.openapi import SSE_OK, EventStream, errors
+from app.protocols.native.openapi import SSE_OK
 from app.protocols.native.ratelimit import rate_headers
 from app.protocols.native.schemas import (
     CancelBody,

@@ -7,8 +7,8 @@ from typing import Any
 from fastapi import APIRouter
 
 from app.engine.jsonable import to_jsonable
-from app.protocols.native.deps import ManagerDep, TenantDep
-from app.protocols.native.openapi import errors
+from app.protocols.deps import ManagerDep, TenantDep
+from app.protocols.doc import errors
 
 router = APIRouter()
 
