@@ -204,15 +204,13 @@ async def _create(
 
 def _paths(request: Request, thread_id: str | None, run_id: str) -> dict[str, str]:
     """`Content-Location` (the run) and `Location` (its stream, where the SDK reconnects), as
-    absolute URLs: a path would be joined under the client's base URL's path by httpx and end
-    up with the prefix twice."""
-    if thread_id is None:
-        run_url = request.url_for("lg_stateless_run", run_id=run_id)
-        stream_url = request.url_for("lg_stateless_join", run_id=run_id)
-    else:
-        run_url = request.url_for("lg_get_run", thread_id=thread_id, run_id=run_id)
-        stream_url = request.url_for("lg_join", thread_id=thread_id, run_id=run_id)
-    return {"Content-Location": str(run_url), "Location": str(stream_url)}
+    paths relative to the API's root (`/threads/{t}/runs/{r}`, as the reference sends them):
+    both SDKs append them to their base URL, prefix included (httpx merges the base URL's path,
+    the JS SDK concatenates `${apiUrl}${location}`). An absolute URL breaks the JS SDK: its
+    reconnect goes to `${apiUrl}http://...` and its run status check never matches."""
+    del request  # the SDKs resolve against their own base URL, not the request's
+    run_path = f"/runs/{run_id}" if thread_id is None else f"/threads/{thread_id}/runs/{run_id}"
+    return {"Content-Location": run_path, "Location": f"{run_path}/stream"}
 
 
 async def _nonempty(frames: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
