@@ -19,13 +19,15 @@ if (!apiUrl) {
 // "messages-tuple" then "values"), submitted with streamResumable and onDisconnect set.
 const USE_STREAM_MODES = ["messages-tuple", "values"];
 
+// Paths in the trace are relative to the API URL (which may have a path: ours is /langgraph).
+const basePath = new URL(apiUrl).pathname.replace(/\/$/, "");
 const trace = [];
 async function tracingFetch(input, init = {}) {
   const url = new URL(typeof input === "string" ? input : input.url);
   const headers = new Headers(init.headers);
   const entry = {
     method: init.method ?? "GET",
-    path: url.pathname + url.search,
+    path: url.pathname.slice(url.pathname.startsWith(basePath) ? basePath.length : 0) + url.search,
     body: typeof init.body === "string" ? JSON.parse(init.body) : null,
     last_event_id: headers.get("last-event-id"),
     content_type: headers.get("content-type"),

@@ -26,12 +26,14 @@ const { createRoot } = await import("react-dom/client");
 const { useStream } = await import("@langchain/langgraph-sdk/react");
 const { Client } = await import("@langchain/langgraph-sdk");
 
+// Paths in the trace are relative to the API URL (which may have a path: ours is /langgraph).
+const basePath = new URL(apiUrl).pathname.replace(/\/$/, "");
 const trace = [];
 async function tracingFetch(input, init = {}) {
   const url = new URL(typeof input === "string" ? input : input.url);
   const entry = {
     method: init.method ?? "GET",
-    path: url.pathname + url.search,
+    path: url.pathname.slice(url.pathname.startsWith(basePath) ? basePath.length : 0) + url.search,
     body: typeof init.body === "string" ? JSON.parse(init.body) : null,
     last_event_id: new Headers(init.headers).get("last-event-id"),
   };
