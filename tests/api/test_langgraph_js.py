@@ -146,6 +146,18 @@ def check_flows(result: dict[str, Any]) -> None:
     assert cancelled["status"] == 202 and cancelled["body"] is None
     assert _requests(trace, "GET", f"/runs/{cancel_id}/stream") == []
 
+    # A resumable stream (on_disconnect "continue") whose connection drops after 4 messages
+    # events: the SDK reconnects to Location with its last event id and misses nothing.
+    reconnect = result["reconnect"]
+    assert reconnect["text"] == ANSWER == reconnect["values"]["answer"]
+    assert reconnect["metadata_events"] == 1
+    assert reconnect["run_status"] == "success"
+    thread_id, run_id = reconnect["thread_id"], reconnect["run_id"]
+    [dropped] = _requests(trace, "POST", f"/threads/{thread_id}/runs/stream")
+    assert dropped["dropped"] and dropped["body"]["on_disconnect"] == "continue"
+    [rejoined] = _requests(trace, "GET", f"/threads/{thread_id}/runs/{run_id}/stream")
+    assert rejoined["status"] == 200 and rejoined["last_event_id"] is not None
+
 
 def test_use_stream_hook_headless(server: LiveServer, fake: FakeOpenAI, node_modules: Path) -> None:
     """The React hook itself (React 19 into jsdom, in Node): a run streamed into `messages`,

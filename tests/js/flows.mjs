@@ -33,12 +33,42 @@ async function tracingFetch(input, init = {}) {
     content_type: headers.get("content-type"),
   };
   trace.push(entry);
-  const response = await fetch(input, init);
+  let response = await fetch(input, init);
+  if (dropNextStream && entry.method === "POST" && entry.path.endsWith("/runs/stream")) {
+    dropNextStream = false;
+    entry.dropped = true;
+    response = dropAfterMessages(response, 4);
+  }
   entry.status = response.status;
   entry.response_content_type = response.headers.get("content-type");
   entry.location = response.headers.get("location");
   entry.content_location = response.headers.get("content-location");
   return response;
+}
+
+// The connection of the next POST .../runs/stream is closed after 4 `messages` events, as a
+// network drop would: the body then errors, and the SDK reconnects to the stream's Location.
+let dropNextStream = false;
+function dropAfterMessages(response, count) {
+  const reader = response.body.getReader();
+  const decoder = new TextDecoder();
+  let seen = 0;
+  const body = new ReadableStream({
+    async pull(controller) {
+      const { done, value } = await reader.read();
+      if (done) {
+        controller.close();
+        return;
+      }
+      controller.enqueue(value);
+      seen += decoder.decode(value, { stream: true }).split("event: messages").length - 1;
+      if (seen >= count) {
+        await reader.cancel(); // closes the real connection
+        controller.error(new TypeError("terminated"));
+      }
+    },
+  });
+  return new Response(body, { status: response.status, headers: response.headers });
 }
 
 const client = new Client({
@@ -222,16 +252,51 @@ async function cancelFlow() {
   };
 }
 
+/** A resumable stream (useStream's body with reconnectOnMount: on_disconnect "continue") whose
+ * connection drops mid-run: the SDK reconnects to Location with Last-Event-ID by itself. */
+async function reconnectFlow() {
+  const thread = await client.threads.create();
+  let created = null;
+  const parts = [];
+  dropNextStream = true;
+  for await (const part of client.runs.stream(thread.thread_id, "chat", {
+    input: { query: "[[tokens=20]] [[delay=0.03]] reconnect" },
+    streamMode: USE_STREAM_MODES,
+    streamResumable: true,
+    onDisconnect: "continue",
+    onRunCreated: (meta) => {
+      created = meta;
+    },
+  })) {
+    parts.push(part);
+  }
+  const ids = parts.map((p) => p.id).filter((id) => id != null);
+  return {
+    thread_id: thread.thread_id,
+    run_id: created?.run_id ?? null,
+    events: [...new Set(parts.map((p) => p.event))],
+    metadata_events: parts.filter((p) => p.event === "metadata").length,
+    repeated_ids: ids.filter((id, i) => ids.indexOf(id) !== i),
+    text: parts
+      .filter((p) => p.event === "messages")
+      .map((p) => chunkText(p.data))
+      .join(""),
+    values: parts.filter((p) => p.event === "values").at(-1)?.data ?? null,
+    run_status: created ? (await client.runs.get(thread.thread_id, created.run_id)).status : null,
+  };
+}
+
 try {
   const result = {};
   result.stream = await withDeadline("stream", 60, streamFlow());
   result.join = await withDeadline("join", 60, joinFlow());
   result.cancel = await withDeadline("cancel", 60, cancelFlow());
+  result.reconnect = await withDeadline("reconnect", 60, reconnectFlow());
   result.trace = trace;
   process.stdout.write(`${JSON.stringify(result)}\n`);
   process.exit(0);
 } catch (error) {
-  console.error(error?.stack ?? String(error));
   console.error(JSON.stringify({ trace }, null, 1));
+  console.error(error?.stack ?? String(error));
   process.exit(1);
 }

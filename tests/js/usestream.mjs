@@ -129,7 +129,7 @@ try {
   process.stdout.write(`${JSON.stringify({ created, errors, short, stopped, trace })}\n`);
   process.exit(0);
 } catch (error) {
-  console.error(error?.stack ?? String(error));
   console.error(JSON.stringify({ created, errors, renders: renders.slice(-3), trace }, null, 1));
+  console.error(error?.stack ?? String(error));
   process.exit(1);
 }
