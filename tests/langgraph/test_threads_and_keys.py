@@ -49,7 +49,7 @@ def test_update_search_history_and_delete(lg: SyncLangGraphClient, client: httpx
     for n in (2, 3):
         parts = list(lg.runs.stream(t, "chat", input={"query": f"[[tokens={n}]] q{n}"}))
         run_ids.append(parts[0].data["run_id"])
-    history = lg.threads.get_history(t, limit=100)
+    history: list[Any] = lg.threads.get_history(t, limit=100)
     assert history[0]["values"]["answer"] == _answer(3)  # newest first
     assert any(h["values"].get("answer") == _answer(2) for h in history[1:])
     assert all(h["checkpoint"]["thread_id"] == t for h in history)
