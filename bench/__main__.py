@@ -10,7 +10,8 @@ own process, so the real `ChatOpenAI` path is measured and its CPU is never coun
     python -m bench --only cost,cancel   # some cases
 
 Cases (bench/cases/): cost, throughput, scale, first_token, cancel, slow_clients, memory,
-limits, workers (several workers on PostgreSQL + Redis). The table is
+limits, workers (several workers on PostgreSQL + Redis), langgraph_api (the LangGraph API
+against the native API and `langgraph dev`). The table is
 printed at the end and written to bench/results/latest.json.
 """
 

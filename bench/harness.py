@@ -57,6 +57,7 @@ class Process:
         self.argv = argv
         self.env = env
         self.log_path = Path(tempfile.gettempdir()) / f"bench-{name}-{port}.log"
+        self.cwd = ROOT
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -80,7 +81,7 @@ class Process:
     def start(self, ready_path: str, timeout: float = 60.0) -> Self:
         with self.log_path.open("wb") as log:
             self.proc = subprocess.Popen(
-                self.argv, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT
+                self.argv, cwd=self.cwd, env=self.env, stdout=log, stderr=subprocess.STDOUT
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

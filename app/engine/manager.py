@@ -582,6 +582,16 @@ class RunManager:
         while self._finished_bytes > self._config.finished_runs_cache_bytes and self._finished:
             self._forget_oldest()
 
+    def forget_thread(self, tenant: str, thread_id: str) -> None:
+        """Drop the tenant's thread's finished runs from memory (the thread was deleted; the
+        store has dropped them too). Another worker's cache lets them go within its time."""
+        for run_id, (run, _) in list(self._finished.items()):
+            record = run.record
+            if record.tenant == tenant and record.thread_id == thread_id:
+                del self._finished[run_id]
+                self._finished_bytes -= run.size()
+                self.released += 1
+
     def _forget_oldest(self) -> None:
         _, (oldest, _) = self._finished.popitem(last=False)
         self._finished_bytes -= oldest.size()

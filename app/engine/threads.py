@@ -147,3 +147,4 @@ class Threads:
                 await saver.adelete_thread(checkpoint_thread(tenant, thread_id))
                 break  # every graph shares the one checkpointer
         await self._store.delete_thread(tenant, thread_id)
+        self._manager.forget_thread(tenant, thread_id)

@@ -8,6 +8,7 @@ from bench.cases import (
     cancel,
     cost,
     first_token,
+    langgraph_api,
     limits,
     memory,
     scale,
@@ -28,4 +29,5 @@ CASES: dict[str, Callable[[Context], list[Figure]]] = {
     "memory": memory.run,
     "limits": limits.run,
     "workers": workers.run,
+    "langgraph_api": langgraph_api.run,
 }
