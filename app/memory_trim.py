@@ -5,10 +5,14 @@ Design record
   runs have left memory since the last trim while the number of live runs is at most half of
   its peak since then, call glibc's `malloc_trim(0)` in a worker thread. Under steady load
   nothing is trimmed (the memory is in use); after a burst it is trimmed as the load recedes
-  and again once what the burst left in the cache has expired. When no run is live, a full
-  garbage collection comes first: with the service's GC thresholds (app/gc_tuning.py) an idle
-  server allocates too little to trigger one, and the burst's reference cycles held ~22 MB
-  after 150 streams until one ran. With no stream open, its pause stalls nobody.
+  and again once what the burst left in the cache has expired. When at most FEW_LIVE runs are
+  live, a full garbage collection comes first: with the service's GC thresholds
+  (app/gc_tuning.py) a quiet server allocates too little to trigger one, and the burst's
+  reference cycles held ~22 MB after 150 streams until one ran. Not only when idle: one long
+  run kept live (a watched run, a slow model call) kept every burst's cycles (cancelled runs'
+  logs, LangGraph's runner and its tracebacks) for good, +75 MB after 8 rounds of 100
+  abandoned streams, flat when collected (docs/perf/0020-leak-probe.md). Its pause stalls at
+  most FEW_LIVE streams.
 - Why: glibc keeps freed chunks inside its heaps and returns only the top of a heap by itself;
   after 300 concurrent streams the server stayed at ~1 GB, which a container's memory limit
   kills. `malloc_trim(0)` also releases the free pages inside each heap.
@@ -30,6 +34,8 @@ import os
 from collections.abc import Callable
 
 log = logging.getLogger("app.memory")
+
+FEW_LIVE = 4  # a trim with no more live runs than this collects the cycles first
 
 
 def _malloc_trim() -> Callable[[int], int] | None:
@@ -82,7 +88,7 @@ class MemoryTrimmer:
             return
         self._released = self._sweep()
         self._peak = self._live()
-        if self._peak == 0:
+        if self._peak <= FEW_LIVE:
             gc.collect()
         await asyncio.to_thread(self._trim, 0)
         self.trims += 1

@@ -1,5 +1,6 @@
-"""The trimmer's rule (app/memory_trim.py): when it trims, and that an idle trim collects the
-reference cycles a burst left (the service's GC thresholds leave them to an idle server)."""
+"""The trimmer's rule (app/memory_trim.py): when it trims, and that a trim with few runs live
+collects the reference cycles a burst left (the service's GC thresholds leave them to a quiet
+server)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from app.memory_trim import MemoryTrimmer
+from app.memory_trim import FEW_LIVE, MemoryTrimmer
 
 
 class Load:
@@ -59,8 +60,11 @@ def test_steady_load_is_not_trimmed_and_a_receding_one_is() -> None:
 
 
 @pytest.mark.usefixtures("no_automatic_gc")
-def test_an_idle_trim_collects_cycles_first() -> None:
+@pytest.mark.parametrize("live", [0, 1, FEW_LIVE])
+def test_an_idle_or_quiet_trim_collects_cycles_first(live: int) -> None:
+    """Also with a few runs live: one long run must not keep every burst's cycles."""
     load = Load()
+    load.live = live
     trimmer = load.trimmer()
     cycle = Node()
     freed = weakref.ref(cycle)
@@ -73,7 +77,7 @@ def test_an_idle_trim_collects_cycles_first() -> None:
 @pytest.mark.usefixtures("no_automatic_gc")
 def test_a_trim_while_runs_are_live_does_not_stop_them_for_a_full_collection() -> None:
     load = Load()
-    load.live = 3
+    load.live = FEW_LIVE + 1
     trimmer = load.trimmer()
     cycle = Node()
     kept = weakref.ref(cycle)
