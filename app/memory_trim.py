@@ -11,7 +11,7 @@ Design record
   reference cycles held ~22 MB after 150 streams until one ran. Not only when idle: one long
   run kept live (a watched run, a slow model call) kept every burst's cycles (cancelled runs'
   logs, LangGraph's runner and its tracebacks) for good, +75 MB after 8 rounds of 100
-  abandoned streams, flat when collected (docs/perf/0020-leak-probe.md). Its pause stalls at
+  abandoned streams, flat when collected (docs/perf/0021-leak-probe.md). Its pause stalls at
   most FEW_LIVE streams.
 - Why: glibc keeps freed chunks inside its heaps and returns only the top of a heap by itself;
   after 300 concurrent streams the server stayed at ~1 GB, which a container's memory limit
