@@ -3,6 +3,7 @@ server: it is the judge of compatibility, not our parser. Every flow of LANGGRAP
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 import uuid
@@ -110,8 +111,12 @@ def test_a_thread_stream_is_token_by_token_and_one_run_in_both_apis(
     ids = {p.data[0]["id"] for p in tokens}
     assert len(ids) == 1  # the chunks of one message share its id
     assert [p.data for p in parts if p.event == "updates"] == [{"llm": {"answer": text}}]
-    assert [p.data for p in parts if p.event == "values"][-1] == {"answer": text}
-    assert all(p.id is not None for p in parts)  # ids on every part: any reconnect resumes
+    # Only the state after `llm`: the input, filtered to the output schema `{answer}`, is `{}`
+    # and not sent (as LangGraph).
+    assert [p.data for p in parts if p.event == "values"] == [{"answer": text}]
+    # ids on every part: any reconnect resumes. (The SDK carries an id forward to a part that
+    # has none, so this sees only the first part's; tests/langgraph/test_wire.py reads bytes.)
+    assert all(p.id is not None for p in parts)
     # Final before the stream closed: the SDK asked no more (it would reconnect otherwise).
     run = lg.runs.get(thread["thread_id"], run_id)
     assert (
@@ -172,10 +177,14 @@ def test_custom_and_subgraph_parts(lg: SyncLangGraphClient) -> None:
     )
     flat = list(
         lg.runs.stream(
-            None, "subgraph_embedded", input={"query": "[[tokens=3]] q"}, stream_mode="updates"
+            None,
+            "subgraph_embedded",
+            input={"query": "[[tokens=3]] q"},
+            stream_mode=["updates", "custom"],
         )
     )
     assert all("|" not in p.event for p in flat)  # without stream_subgraphs: the root's only
+    assert not [p for p in flat if p.event == "custom"]  # the subgraph's chunk is not sent
     # the subgraph node's update: the subgraph's whole output, as LangGraph gives it
     assert [p.data["outer"]["answer"] for p in flat if p.event == "updates"] == [answer(3)]
 
@@ -288,6 +297,26 @@ def test_reject_on_a_busy_thread_and_enqueue_behind_it(lg: SyncLangGraphClient) 
     assert lg.runs.get(t, second["run_id"])["status"] == "success"
     listed = [r["run_id"] for r in lg.runs.list(t)]
     assert listed == [second["run_id"], first["run_id"]]
+
+
+def test_enqueued_runs_start_one_at_a_time_in_the_order_asked(lg: SyncLangGraphClient) -> None:
+    """Four runs queued behind a running one: each starts when the one before it has ended, in
+    the order they were asked for (the run's `updated_at` is its end)."""
+    t = lg.threads.create()["thread_id"]
+    first = lg.runs.create(t, "chat", input={"query": "[[tokens=40]] [[delay=0.02]] first"})
+    queued = [
+        lg.runs.create(t, "chat", input={"query": f"[[tokens=2]] [[first=0.05]] q{i}"})
+        for i in range(4)
+    ]
+    assert all(lg.runs.get(t, q["run_id"])["status"] == "pending" for q in queued)
+    list(lg.runs.join_stream(t, queued[-1]["run_id"]))
+    ended = [lg.runs.get(t, r["run_id"]) for r in [first, *queued]]
+    assert [r["status"] for r in ended] == ["success"] * 5
+    by_end = sorted(ended, key=lambda r: r["updated_at"])
+    assert [r["run_id"] for r in by_end] == [r["run_id"] for r in [first, *queued]]
+    # one at a time: each started (was created as a record) after the one before it ended
+    for before, after in itertools.pairwise(by_end):
+        assert after["created_at"] >= before["updated_at"], (before, after)
 
 
 def test_interrupt_strategy_cancels_the_thread_run_first(lg: SyncLangGraphClient) -> None:
