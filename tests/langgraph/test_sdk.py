@@ -145,6 +145,13 @@ def test_a_stateless_stream_and_runs_wait(lg: SyncLangGraphClient) -> None:
     assert result == {"query": "[[tokens=4]] hi", "answer": answer(4)}
     stateless = lg.runs.wait(None, "chat", input={"query": "[[tokens=3]] hi"})
     assert isinstance(stateless, dict) and stateless["answer"] == answer(3)
+    # `runs.join`: a run created in the background, waited for
+    run = lg.runs.create(
+        thread["thread_id"], "chat", input={"query": "[[tokens=6]] [[delay=0.02]] j"}
+    )
+    joined = lg.runs.join(thread["thread_id"], run["run_id"])
+    assert joined == {"query": "[[tokens=6]] [[delay=0.02]] j", "answer": answer(6)}
+    assert lg.runs.get(thread["thread_id"], run["run_id"])["status"] == "success"
 
 
 def test_custom_and_subgraph_parts(lg: SyncLangGraphClient) -> None:
@@ -292,6 +299,7 @@ def test_reject_on_a_busy_thread_and_enqueue_behind_it(lg: SyncLangGraphClient) 
     assert second["status"] == "pending"
     assert lg.runs.get(t, second["run_id"])["status"] == "pending"
     parts = list(lg.runs.join_stream(t, second["run_id"], stream_mode="values"))
+    assert {p.event for p in parts} == {"values"}  # the modes named: no `metadata` either
     assert [p.data for p in parts if p.event == "values"][-1]["answer"] == answer(3)
     assert lg.runs.get(t, first["run_id"])["status"] == "success"  # it ran first, to its end
     assert lg.runs.get(t, second["run_id"])["status"] == "success"

@@ -68,7 +68,12 @@ _CHUNK: dict[str, Any] = {
     "invalid_tool_calls": [],
     "usage_metadata": None,
     "tool_call_chunks": [],
+    "chunk_position": None,
 }
+
+
+def _nothing(event_id: int, payload: bytes) -> bytes:
+    return b""
 
 
 def selection(modes: Collection[str]) -> Selection:
@@ -85,7 +90,8 @@ def frame(event: str, event_id: int, data: bytes) -> bytes:
 
 class LangGraphEncoder:
     """The subscriber's `Encoder` for one LangGraph stream: its modes, whether subgraphs'
-    parts are sent, and the run's ids (put in every `messages` part's metadata)."""
+    parts are sent, and the run's ids (put in every `messages` part's metadata). `metadata`:
+    whether the `metadata` part is sent (not to a join that names its modes)."""
 
     ping = PING
 
@@ -98,6 +104,7 @@ class LangGraphEncoder:
         thread_id: str | None,
         graph: str,
         assistant_id: str,
+        metadata: bool = True,
     ) -> None:
         self.modes = frozenset(modes)
         self.subgraphs = subgraphs
@@ -113,7 +120,7 @@ class LangGraphEncoder:
         self._heads: dict[bytes, tuple[bytes, bytes]] = {}  # token head -> bytes around its text
         self._interrupts: list[Any] = []  # interrupts waiting for the next `values`
         self._by_type: dict[str, Callable[[int, bytes], bytes]] = {
-            "metadata": self._metadata_frame,
+            "metadata": self._metadata_frame if metadata else _nothing,
             "values": self._values,
             "update": self._update,
             "interrupt": self._interrupt,
@@ -125,7 +132,9 @@ class LangGraphEncoder:
             "custom": self._custom,
             "error": self._error,
         }
-        self._base_key = f"langgraph:{','.join(sorted(self.modes))}:{int(subgraphs)}"
+        self._base_key = (
+            f"langgraph:{','.join(sorted(self.modes))}:{int(subgraphs)}:{int(metadata)}"
+        )
 
     @property
     def key(self) -> str:

@@ -253,6 +253,7 @@ def _stream(
     headers: dict[str, str],
     slot: Any,
     on_close: Any = None,
+    metadata: bool = True,
 ) -> StreamResponse:
     watch = StreamWatch(fanout)
 
@@ -265,6 +266,7 @@ def _stream(
             thread_id=record.thread_id,
             graph=record.graph,
             assistant_id=shapes.assistant_id(record.graph),
+            metadata=metadata,
         )
         return _nonempty(
             fanout.frames(
@@ -540,6 +542,12 @@ async def _wait(
             return None
     else:
         run = made
+    return await _outcome(manager, tenant, run)
+
+
+async def _outcome(manager: RunManager, tenant: str, run: Run) -> Any:
+    """Once `run` has ended: its thread's values, `__interrupt__` if it paused, `__error__` if
+    it failed."""
     await wait_ended(run)
     record = await manager.record(run.run_id, tenant=tenant)
     snapshot = await manager.threads.snapshot(tenant, record.thread_id)
@@ -583,6 +591,19 @@ async def _thread_run(manager: RunManager, tenant: str, thread_id: str | None, r
     if thread_id is not None and run.record.thread_id != thread_id:
         raise NotFound(f"no run with id {run_id!r} on thread {thread_id!r}", code="run_not_found")
     return run
+
+
+@router.get("/threads/{thread_id}/runs/{run_id}/join", responses=errors(404, 422, 503))
+async def join_thread_run_result(
+    thread_id: str, run_id: str, request: Request, tenant: TenantDep, manager: ManagerDep
+) -> Any:
+    """`runs.join`: wait for the run's end, answer as `runs.wait` does."""
+    queued = (await _runs(request)).queue.get(check_run_id(run_id), tenant)
+    if queued is not None and queued.pending:
+        started = await asyncio.shield(queued.started)
+        if started is None:
+            return None
+    return await _outcome(manager, tenant, await _thread_run(manager, tenant, thread_id, run_id))
 
 
 @router.get(
@@ -660,6 +681,8 @@ async def _join(
     runs = await _runs(request)
     asked_modes, subgraphs, _ = runs.asked(check_run_id(run_id))
     modes = _modes(stream_mode, asked_modes)
+    # The reference: a join that names its modes gets those parts only, not `metadata`.
+    metadata = modes is asked_modes
     queued = runs.queue.get(run_id, tenant)
     made: Run | Queued
     if queued is not None and queued.pending:
@@ -683,6 +706,7 @@ async def _join(
         headers=_paths(request, thread_id, run_id),
         slot=slot,
         on_close=on_close,
+        metadata=metadata,
     )
 
 
