@@ -38,6 +38,7 @@ from app.log._redis_stream import (
     client,
     decode_entry,
     event_id_of,
+    problem_of,
     stream_key,
 )
 from app.log._tail import Tail
@@ -137,9 +138,10 @@ class RedisSharedLog:
             raise SharedLogUnavailable(f"the shared log refused events of {run_id}: {problem}")
 
     async def probe(self) -> None:
-        problem = self._publisher.problem
-        if problem is not None:
-            raise SharedLogUnavailable(problem)
+        """Whether Redis answers now. Not the publisher's last failure: that may be one
+        connection Redis closed when it restarted, which the publisher's next write replaces
+        (and a publisher failing past its bound has told the engine, which then starts
+        nothing until it recovers)."""
         try:
             await self._client.ping()
         except RedisConnectionError:
@@ -162,4 +164,4 @@ class RedisSharedLog:
 
 
 def _unavailable(exc: RedisError) -> SharedLogUnavailable:
-    return SharedLogUnavailable(f"the shared log cannot be used: {type(exc).__name__}: {exc}")
+    return SharedLogUnavailable(f"the shared log cannot be used: {problem_of(exc)}")

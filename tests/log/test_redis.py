@@ -244,3 +244,36 @@ def test_a_follower_catches_up_on_a_run_longer_than_one_read() -> None:
 
     with key_prefix() as (_, prefix):
         run(lambda: main(prefix))
+
+
+def test_after_a_restart_a_dead_pooled_connection_refuses_no_start(tmp_path: Path) -> None:
+    """A restart kills every pooled connection; each fails once when next used. The probe a
+    run start asks answers from Redis as it is now, not from the publisher's last failure
+    (which one dead connection caused): in the clean-clone run a start was refused long after
+    Redis was back, whenever the publisher met the next dead connection."""
+    with RedisServer(tmp_path) as server:
+
+        async def main() -> None:
+            owner = RedisSharedLog(server.url, PREFIX, retry_bound_s=30)
+            reader = RedisSharedLog(server.url, PREFIX)
+            try:
+                log = owner.open("r1")
+                tokens(log, 5)
+                await caught_up(reader.follow("r1"), 5)
+                await asyncio.to_thread(server.stop)
+                await asyncio.to_thread(server.start)
+                before = owner.failed_writes
+                tokens(log, 5, start=6)  # the publisher's next write meets a dead connection
+
+                async def met_it() -> bool:
+                    return owner.failed_writes > before
+
+                await until(met_it, "the publisher meets a connection the restart closed")
+                await owner.probe()  # Redis answers: a start may go ahead
+                await caught_up(reader.follow("r1"), 10)  # and the publisher has recovered
+                await owner.probe()
+            finally:
+                await owner.close()
+                await reader.close()
+
+        run(main)
