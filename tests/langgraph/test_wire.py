@@ -87,3 +87,15 @@ def test_stream_bytes_headers_and_statuses(client: httpx.Client) -> None:
     )
     assert cancelled.status_code == 202 and cancelled.content == b""
     assert client.get(f"{PREFIX}/threads/{t}/runs/{r}").json()["status"] == "interrupted"
+
+
+def test_a_quiet_run_gets_a_heartbeat_every_five_seconds(client: httpx.Client) -> None:
+    """The shared server pings native streams every 15 s (PING_INTERVAL_S); a LangGraph stream
+    gets the reference's `: heartbeat` within 5 s of quiet."""
+    body = {"assistant_id": "chat", "input": {"query": "[[first=5.5]] [[tokens=2]] slow"}}
+    with client.stream("POST", f"{PREFIX}/runs/stream", json=body, timeout=30) as response:
+        raw = response.read()
+    blocks = raw.split(b"\r\n\r\n")
+    beat = blocks.index(b": heartbeat")
+    first_values = next(i for i, b in enumerate(blocks) if b.startswith(b"event: values"))
+    assert beat < first_values  # while the run was quiet, before its answer

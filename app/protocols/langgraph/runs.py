@@ -51,6 +51,7 @@ from app.streaming.subscriber import FanOut
 
 router = APIRouter()
 MODES_KEPT = 10_000
+HEARTBEAT_S = 5.0  # the reference's `: heartbeat` interval; PING_INTERVAL_S if that is shorter
 SSE_FRAME = {
     "type": "object",
     "description": "one part: `event` is the stream mode (`messages` for messages-tuple, "
@@ -276,7 +277,7 @@ def _stream(
                 encoder,
                 selection(modes),
                 on_close=on_close,
-                ping_s=settings.ping_interval_s,
+                ping_s=min(settings.ping_interval_s, HEARTBEAT_S),
                 on_complete=watch.complete,
             )
         )
@@ -292,7 +293,9 @@ def _stream(
             async for part in frames(run):
                 yield part
 
-        body = _after_start(queued, settings.ping_interval_s, later(), on_close)
+        body = _after_start(
+            queued, min(settings.ping_interval_s, HEARTBEAT_S), later(), on_close
+        )
     return StreamResponse(
         body,
         send_timeout_s=settings.send_timeout_s,
