@@ -293,9 +293,7 @@ def _stream(
             async for part in frames(run):
                 yield part
 
-        body = _after_start(
-            queued, min(settings.ping_interval_s, HEARTBEAT_S), later(), on_close
-        )
+        body = _after_start(queued, min(settings.ping_interval_s, HEARTBEAT_S), later(), on_close)
     return StreamResponse(
         body,
         send_timeout_s=settings.send_timeout_s,
