@@ -224,7 +224,7 @@ def test_create_then_join_with_last_event_id_loses_and_repeats_nothing(
 
 
 def test_cancel_mid_stream_closes_the_upstream_and_the_sdk_does_not_reconnect(
-    lg: SyncLangGraphClient, server: LiveServer, fake: FakeOpenAI
+    lg: SyncLangGraphClient, server: LiveServer, fake: FakeOpenAI, client: httpx.Client
 ) -> None:
     abandoned = fake.snapshot().abandoned
     thread = lg.threads.create()
@@ -248,6 +248,8 @@ def test_cancel_mid_stream_closes_the_upstream_and_the_sdk_does_not_reconnect(
     assert ended_at is not None and time.monotonic() - ended_at < 10
     assert tokens < 100
     assert lg.runs.get(thread["thread_id"], run_id)["status"] == "interrupted"
+    native = client.get(f"/runs/{run_id}").json()  # the one run, ended for both APIs
+    assert native["status"] == "cancelled" and native["reason"] == "cancelled"
     assert lg.threads.get(thread["thread_id"])["status"] == "interrupted"
     state = lg.threads.get_state(thread["thread_id"])
     assert "answer" not in state["values"] and state["next"] == ["llm"]
