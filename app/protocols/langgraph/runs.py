@@ -116,28 +116,6 @@ def check_run_id(run_id: str) -> str:
     return run_id
 
 
-async def _start(
-    entry: GraphEntry,
-    body: RunCreate,
-    thread_id: str | None,
-    tenant: str,
-    manager: RunManager,
-    limits: KeyLimits,
-    settings: Settings,
-    run_id: str,
-) -> Run:
-    request = run_request(
-        body,
-        entry,
-        thread_id=thread_id,
-        tenant=tenant,
-        run_id=run_id,
-        max_recursion_limit=settings.max_recursion_limit,
-    )
-    run, _ = await manager.start_or_attach(entry, request, limits.admission(tenant))
-    return run
-
-
 async def _create(
     body: RunCreate,
     thread_id: str | None,
@@ -154,7 +132,7 @@ async def _create(
     entry = assistant(registry, body.assistant_id)
     run_id = str(uuid.uuid4())
     # Checked before anything waits or is cancelled: a bad body changes nothing.
-    run_request(
+    request = run_request(
         body,
         entry,
         thread_id=thread_id,
@@ -166,7 +144,8 @@ async def _create(
     runs.remember(run_id, body.modes, body.stream_subgraphs, strategy)
 
     async def start() -> Run:
-        return await _start(entry, body, thread_id, tenant, manager, limits, settings, run_id)
+        run, _ = await manager.start_or_attach(entry, request, limits.admission(tenant))
+        return run
 
     if thread_id is None:
         return await start()
