@@ -26,9 +26,9 @@ run: install
 # (tests/api/test_browser.py), buildah and debootstrap (tests/image/test_image.py), Redis
 # (the rate limits' Redis storage, tests/api/test_limits.py), PostgreSQL (the PostgreSQL store,
 # tests/store/test_postgres*.py), Node.js and npm (the JS SDK, tests/api/test_langgraph_js.py;
-# tests/js/package.json wants Node >= 20.19, newer than bookworm's own nodejs 18). Installed only
-# when missing (`package:command` when the command is not named after the package); the tests
-# fail loudly without them.
+# its packages want Node >= 20.19: under bookworm's own nodejs 18 the test installs Node 20 from
+# the npm registry into tests/js/.node). Installed only when missing (`package:command` when the
+# command is not named after the package); the tests fail loudly without them.
 TEST_SYSTEM_PACKAGES := nginx chromium buildah debootstrap redis-server postgresql:pg_ctlcluster \
   nodejs:node npm
 REDIS_PORT ?= 6379

