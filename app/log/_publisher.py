@@ -28,7 +28,7 @@ from typing import Any
 import redis.asyncio as aredis
 
 from app.engine.codec import LogEvent
-from app.log._redis_stream import DOWN, WRITE, Backoff, Write, event_id_of, problem_of
+from app.log._redis_stream import WRITE, Backoff, Write, event_id_of, problem_of
 from app.log.memory import MemoryEventLog
 
 log = logging.getLogger("app.log.redis")
@@ -146,10 +146,6 @@ class Publisher:
                 await self._write()
             except Exception as exc:  # never the end of the publisher: retried
                 self._down(problem_of(exc))
-                if isinstance(exc, DOWN):
-                    # After a Redis restart every pooled connection is dead, not only this
-                    # one: drop them all, so the retry does not meet the next dead one.
-                    await self._client.connection_pool.disconnect()
                 await asyncio.sleep(self._backoff.failed())
                 continue
             self._up()

@@ -271,6 +271,7 @@ def test_after_a_restart_a_dead_pooled_connection_refuses_no_start(tmp_path: Pat
                 await until(met_it, "the publisher meets a connection the restart closed")
                 await owner.probe()  # Redis answers: a start may go ahead
                 await caught_up(reader.follow("r1"), 10)  # and the publisher has recovered
+                assert owner.failed_writes == before + 1  # one dead connection met, not each
                 await owner.probe()
             finally:
                 await owner.close()
